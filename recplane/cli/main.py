@@ -1,0 +1,30 @@
+"""The `recplane` command line: one module per noun, mounted here."""
+
+from __future__ import annotations
+
+import typer
+
+from . import crds, step
+
+app = typer.Typer(
+    name="recplane",
+    help="Kubernetes-native recommendation platform: samples, features, sharded training, serving.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(crds.app, name="crds")
+app.add_typer(step.app, name="step")
+
+
+def _mount_optional() -> None:
+    # Sub-commands whose modules need heavy or cluster-side dependencies are
+    # imported lazily inside their own commands; mounting stays cheap.
+    from . import dev_cluster
+
+    app.add_typer(dev_cluster.app, name="dev-cluster", help="A simulated Kubernetes cluster on this machine.")
+
+
+_mount_optional()
+
+if __name__ == "__main__":
+    app()
