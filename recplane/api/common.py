@@ -29,7 +29,7 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
 
 def validations(*rules: dict[str, str]) -> ConfigDict:
     """Model config carrying CEL rules; pydantic merges it with the parent's config."""
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [dict(r) for r in rules]})  # type: ignore[misc]
 
 
 class ApiModel(BaseModel):
@@ -62,9 +62,7 @@ class ApiModel(BaseModel):
 class LocalRef(ApiModel):
     """A reference to another recplane resource in the same namespace."""
 
-    name: str = Field(
-        max_length=253, pattern=NAME_PATTERN, description="Name of the referenced resource."
-    )
+    name: str = Field(max_length=253, pattern=NAME_PATTERN, description="Name of the referenced resource.")
     version: str | None = Field(
         default=None,
         max_length=64,

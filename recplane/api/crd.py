@@ -61,9 +61,7 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
         additional = node.get("additionalProperties")
         if props is not None:
             required = set(node.get("required", []))
-            node["properties"] = {
-                k: _defaulted(v) if k not in required else _structural(v) for k, v in props.items()
-            }
+            node["properties"] = {k: _defaulted(v) if k not in required else _structural(v) for k, v in props.items()}
             node.pop("additionalProperties", None)
         elif isinstance(additional, dict) and additional:
             node["additionalProperties"] = _structural(additional)

@@ -37,10 +37,14 @@ class Transform(ApiModel):
         ),
     )
 
-    type: TransformType = Field(description="hash | vocabulary | bucketize | quantile | log1p | standardize | cross | identity")
+    type: TransformType = Field(
+        description="hash | vocabulary | bucketize | quantile | log1p | standardize | cross | identity"
+    )
     buckets: int | None = Field(default=None, ge=2, le=2_000_000_000, description="Hash buckets (hash, cross).")
     min_count: int = Field(default=1, ge=1, description="Vocabulary: ids seen fewer times map to OOV.")
-    max_size: int = Field(default=1_000_000, ge=1, description="Vocabulary: most frequent ids kept; the rest map to OOV.")
+    max_size: int = Field(
+        default=1_000_000, ge=1, description="Vocabulary: most frequent ids kept; the rest map to OOV."
+    )
     boundaries: list[float] | None = Field(default=None, max_length=10_000, description="Bucketize: sorted boundaries.")
     num_quantiles: int = Field(default=16, ge=2, le=1024, description="Quantile: number of equal-frequency buckets.")
 
@@ -106,6 +110,7 @@ class FeatureSetSpec(ApiModel):
                 raise ValueError(f"features[].name must be unique: {f.name!r} appears twice")
             seen.add(f.name)
         return features
+
     label_column: str = Field(default="label", description="Label column written by the SampleSet.")
     weight_column: str = Field(default="weight", description="Importance-weight column written by the SampleSet.")
     resources: Resources = Field(default_factory=Resources)
@@ -127,4 +132,3 @@ class FeatureSetStatus(BaseStatus):
     spec_uri: str | None = None
     features: list[FeatureStats] = Field(default_factory=list)
     versions: list[str] = Field(default_factory=list)
-

@@ -70,7 +70,9 @@ class ModelDeploymentSpec(ApiModel):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     canary: Canary | None = None
     batching: Batching = Field(default_factory=Batching)
-    max_candidates: int = Field(default=1000, ge=1, le=100_000, description="Largest candidate list a /rank call takes.")
+    max_candidates: int = Field(
+        default=1000, ge=1, le=100_000, description="Largest candidate list a /rank call takes."
+    )
     image: str | None = Field(default=None, description="Serving image; defaults to the operator's.")
     resources: Resources = Field(default_factory=Resources)
     scheduling: Scheduling = Field(default_factory=Scheduling)

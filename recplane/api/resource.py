@@ -84,7 +84,7 @@ def load_resources(paths: Iterable[Path], default_namespace: str = "default") ->
     files: list[Path] = []
     for p in paths:
         files.extend(sorted(p.glob("*.y*ml")) if p.is_dir() else [p])
-    out = []
+    out: list[Resource] = []
     for f in files:
         try:
             docs = list(yaml.safe_load_all(f.read_text()))

@@ -14,7 +14,8 @@ _ENV = celpy.Environment()
 
 def _is_sorted(values: celtypes.ListType) -> celtypes.BoolType:
     # Kubernetes' CEL list library; celpy does not ship it.
-    return celtypes.BoolType(all(values[i] <= values[i + 1] for i in range(len(values) - 1)))
+    items: list[Any] = list(values)
+    return celtypes.BoolType(items == sorted(items))
 
 
 @cache

@@ -104,21 +104,21 @@ class SampleSetSpec(ApiModel):
     """Declares how behaviour events become versioned training samples."""
 
     model_config = validations(
-                cel(
-                    "self.source.format == 'synthetic' || has(self.source.uri)",
-                    "source.uri is required unless source.format is synthetic",
-                    ".source.uri",
-                ),
-                cel(
-                    "self.source.format != 'synthetic' || !has(self.source.uri)",
-                    "source.uri must be omitted when source.format is synthetic; set source.synthetic instead",
-                    ".source.uri",
-                ),
-                cel(
-                    "!has(self.source.synthetic) || self.source.format == 'synthetic'",
-                    "source.synthetic is only allowed when source.format is synthetic",
-                    ".source.synthetic",
-                ),
+        cel(
+            "self.source.format == 'synthetic' || has(self.source.uri)",
+            "source.uri is required unless source.format is synthetic",
+            ".source.uri",
+        ),
+        cel(
+            "self.source.format != 'synthetic' || !has(self.source.uri)",
+            "source.uri must be omitted when source.format is synthetic; set source.synthetic instead",
+            ".source.uri",
+        ),
+        cel(
+            "!has(self.source.synthetic) || self.source.format == 'synthetic'",
+            "source.synthetic is only allowed when source.format is synthetic",
+            ".source.synthetic",
+        ),
     )
 
     source: Source

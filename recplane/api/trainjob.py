@@ -61,7 +61,9 @@ class Optimization(ApiModel):
     lr_schedule: Literal["constant", "cosine", "linear_warmup"] = "constant"
     warmup_steps: int = Field(default=0, ge=0)
     gradient_clip_norm: float | None = Field(default=None, gt=0.0, description="Clip dense gradients by global norm.")
-    embedding_precision: Literal["fp32", "fp16"] = Field(default="fp32", description="Storage precision of embedding tables.")
+    embedding_precision: Literal["fp32", "fp16"] = Field(
+        default="fp32", description="Storage precision of embedding tables."
+    )
     seed: int = Field(default=0, ge=0)
 
 

@@ -48,29 +48,29 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subp
         )
 
 
-def terminate(pid: int, started: str | None, timeout: float = 15.0) -> None:
-    """SIGTERM the process group of ``pid``, SIGKILL it after ``timeout``."""
-    if not alive(pid, started):
-        return
+def terminate_all(procs: list[tuple[int, str | None]], timeout: float = 15.0) -> list[int]:
+    """SIGTERM the process group of each (pid, start_time), SIGKILL what is
+    left after ``timeout``; all at once, so their shutdowns overlap.
+    Returns the pids still alive afterwards (should be none)."""
+    pending = [(pid, started) for pid, started in procs if alive(pid, started)]
+    ours = [pid for pid, _ in pending]  # verified by start time: safe to signal their groups
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)  # pgid == pid: spawn() starts a new session
-        except ProcessLookupError:
-            return
+        for pid, _ in pending:
+            try:
+                os.killpg(pid, sig)  # pgid == pid: spawn() starts a new session
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not alive(pid, started):
-                _kill_group_leftovers(pid)
-                return
+        while pending and time.monotonic() < deadline:
             time.sleep(0.05)
-
-
-def _kill_group_leftovers(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+            for pid, _ in pending:
+                _reap(pid)
+            pending = [(pid, started) for pid, started in pending if alive(pid, started)]
+        if not pending:
+            break
+    for pid in ours:
+        _kill_group_leftovers(pid)  # e.g. children of a leader that exited on SIGTERM
+    return [pid for pid, _ in pending]
 
 
 def _reap(pid: int) -> None:
@@ -78,3 +78,10 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass  # not our child: init reaps it
+
+
+def _kill_group_leftovers(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
