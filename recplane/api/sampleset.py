@@ -32,6 +32,11 @@ class SyntheticSource(ApiModel):
         le=1.0,
         description="How far user tastes drift across batches (0 = stationary); for continuous updates.",
     )
+    batch: int = Field(
+        default=0,
+        ge=0,
+        description="Which batch of events: batch b covers the `days` after batch b-1, with tastes drifted b times.",
+    )
 
 
 class Source(ApiModel):

@@ -35,3 +35,20 @@ def check(directory: Path = typer.Option(Path("crds"), "--dir")) -> None:
 def show() -> None:
     """Print every CRD as one YAML stream (for `kubectl apply -f -`)."""
     sys.stdout.write("---\n".join(crd.generated_files().values()))
+
+
+@app.command()
+def docs(
+    out: Path = typer.Option(Path("docs/crd-reference.md"), "--out", help="Where to write the CRD reference."),
+    check_only: bool = typer.Option(False, "--check", help="Exit 1 when OUT differs from the models; write nothing."),
+) -> None:
+    """Write the CRD reference page (every field, default, constraint and CEL rule) from the models."""
+    from recplane.api import docs as crd_docs
+
+    if check_only:
+        if crd_docs.stale(out):
+            console.print(f"[red]stale CRD reference[/red] {out}; run `recplane crds docs`")
+            raise typer.Exit(1)
+        console.print(f"{out} matches recplane/api")
+        return
+    console.print(f"wrote {crd_docs.write(out)}")

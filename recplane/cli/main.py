@@ -23,6 +23,12 @@ def _mount_optional() -> None:
 
     app.add_typer(dev_cluster.app, name="dev-cluster", help="A simulated Kubernetes cluster on this machine.")
 
+    # The cluster verbs sit at the top level, as in kubectl: `recplane get`, `recplane rollback`, ...
+    from . import resources, rollout
+
+    app.add_typer(resources.app)
+    app.add_typer(rollout.app)
+
 
 _mount_optional()
 

@@ -1,0 +1,257 @@
+"""What every controller shares: the context it works in, upstream resolution, and
+writing status (only when it changed, only over the version that was read)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from recplane.api import API_VERSION, KINDS
+from recplane.api.crd import openapi_schema
+from recplane.operator import refs, status
+from recplane.operator.artifacts import Artifacts, StoreError
+from recplane.operator.config import REQUIRED_STORE_KEYS, OperatorConfig
+from recplane.operator.kube import ApiError, Conflict, Kube
+from recplane.operator.status import Verdict
+
+Obj = dict[str, Any]
+EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+"""(involved object, type Normal|Warning, reason, message)."""
+
+log = logging.getLogger("recplane.operator")
+
+CONFLICT_RETRIES = 5
+SECRET_TTL = 30.0
+
+
+@dataclass
+class Context:
+    kube: Kube
+    artifacts: Artifacts
+    config: OperatorConfig
+    events: EventSink
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _secrets: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def store_secret_problem(self, namespace: str) -> str | None:
+        """Why pods in `namespace` could not read the store settings, or None when the Secret is usable."""
+        with self._lock:
+            cached = self._secrets.get(namespace)
+        if cached and cached[1] and time.monotonic() - cached[0] < SECRET_TTL:
+            return None
+        name = self.config.store_secret
+        try:
+            secret = self.kube.get("v1", "Secret", namespace, name)
+        except ApiError as exc:
+            return f"cannot read Secret {name!r} in namespace {namespace!r}: {exc.message}"
+        problem = None
+        if secret is None:
+            problem = (
+                f"Secret {name!r} with the artifact-store settings does not exist in namespace {namespace!r}: "
+                f"create it with the keys {', '.join(REQUIRED_STORE_KEYS)} (and RECPLANE_S3_* for MinIO)"
+            )
+        else:
+            missing = [k for k in REQUIRED_STORE_KEYS if k not in (secret.get("data") or {})]
+            if missing:
+                problem = f"Secret {name!r} in namespace {namespace!r} lacks the key(s) {', '.join(missing)}"
+        with self._lock:
+            self._secrets[namespace] = (time.monotonic(), problem is None)
+        return problem
+
+
+def meta(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    m = obj.get("metadata") or {}
+    return str(obj.get("kind")), str(m.get("namespace") or "default"), str(m.get("name"))
+
+
+# ------------------------------------------------------------------------------------------ upstream
+@dataclass(frozen=True)
+class Upstream:
+    """The upstream version a resource consumes, or why there is none yet."""
+
+    version: str | None
+    obj: Obj | None
+    verdict: Verdict | None = None
+
+
+def waiting(reason: str, message: str, delay: float, warning: bool = False, permanent: bool = False) -> Verdict:
+    return Verdict(
+        phase="Waiting",
+        reason=reason,
+        message=message,
+        warning=warning,
+        requeue_after=None if permanent else delay,
+        permanent=permanent,
+        failed=permanent,
+    )
+
+
+def resolve_upstream(ctx: Context, obj: Mapping[str, Any], ref: refs.Ref, retry: int = 0) -> Upstream:
+    """Follow `ref`: the pinned version, or the latest version the upstream has produced."""
+    kind, namespace, _name = meta(obj)
+    delay = ctx.config.backoff(retry, base=5.0)
+    up = ctx.kube.get(API_VERSION, ref.kind, namespace, ref.name)
+    if up is None:
+        return Upstream(
+            None,
+            None,
+            waiting(
+                "ReferenceNotFound",
+                f"{ref.field} names {ref.kind} {ref.name!r}, which does not exist in namespace {namespace!r}: "
+                f"create it or correct {ref.field}.name",
+                delay,
+                warning=True,
+            ),
+        )
+    cycle = None
+    up_status = up.get("status") or {}
+    version = _produced_version(ref.kind, up_status)
+    # Only a chain that is stuck waiting can be a cycle; a running upstream is not part of one.
+    if ref.kind == kind or (version is None and up_status.get("phase") in (None, "Waiting")):
+        cycle = refs.find_cycle(obj, lambda k, n: ctx.kube.get(API_VERSION, k, namespace, n), ctx.artifacts.parse_uri)
+    if cycle:
+        return Upstream(
+            None,
+            up,
+            waiting(
+                "ReferenceCycle",
+                f"references form a cycle: {refs.describe_chain(cycle)}; none of them can ever become Ready. "
+                f"Point {ref.field} at a resource outside the cycle",
+                ctx.config.max_backoff_seconds,
+                warning=True,
+            ),
+        )
+    if ref.version:
+        if ctx.artifacts.manifest(namespace, ref.kind, ref.name, ref.version) is None:
+            known = _known_versions(ref.kind, up_status)
+            listing = f"stored versions: {', '.join(known[-5:])}" if known else "it has no stored version yet"
+            return Upstream(
+                None,
+                up,
+                waiting(
+                    "VersionNotFound",
+                    f"{ref.field}.version {ref.version!r} is not a version of {ref.kind} {ref.name!r} ({listing}): "
+                    f"pin an existing version or remove {ref.field}.version to follow the latest",
+                    ctx.config.backoff(retry, base=30.0),
+                    warning=True,
+                ),
+            )
+        return Upstream(ref.version, up)
+    if version is None:
+        phase, _ready, reason = status.summary(up_status)
+        state = f"it is {phase or 'Pending'}" + (f" ({reason})" if reason else "")
+        failed = status.condition(up_status, "Failed") or {}
+        if failed.get("status") == "True":
+            state += f": {failed.get('message') or reason}"
+        return Upstream(
+            None,
+            up,
+            waiting("Waiting", f"waiting for {ref.kind} {ref.name!r} to produce a version; {state}", delay),
+        )
+    return Upstream(version, up)
+
+
+def _produced_version(kind: str, up_status: Mapping[str, Any]) -> str | None:
+    """The newest complete version an upstream offers: kept while it re-runs, so consumers go on."""
+    if kind == "TrainJob":
+        return up_status.get("latestVersion")
+    return up_status.get("version")
+
+
+def _known_versions(kind: str, up_status: Mapping[str, Any]) -> list[str]:
+    versions = up_status.get("versions") or []
+    return [v["version"] if isinstance(v, dict) else str(v) for v in versions]
+
+
+# -------------------------------------------------------------------------------------------- status
+_SCHEMAS: dict[str, Obj] = {}
+
+
+def prune(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Drop what the API server would prune from `value` under `schema`, so that what is written
+    compares equal to what is read back (a repeated reconcile then writes nothing)."""
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            return {k: prune(v, props[k]) for k, v in value.items() if k in props}
+        if props is not None:
+            return {k: prune(v, props[k]) if k in props else v for k, v in value.items()}
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            return {k: prune(v, extra) for k, v in value.items()}
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [prune(v, schema["items"]) for v in value]
+    return value
+
+
+def status_schema(kind: str) -> Obj:
+    if kind not in _SCHEMAS:
+        schema = openapi_schema(KINDS[kind].status)
+        schema["x-kubernetes-preserve-unknown-fields"] = True
+        _SCHEMAS[kind] = schema
+    return _SCHEMAS[kind]
+
+
+Controller = Callable[[Context, Obj, int], tuple[Verdict, Obj]]
+"""(context, resource, retry) -> (verdict, kind-specific status fields)."""
+
+
+def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0) -> Verdict | None:
+    """Run `controller` over the freshest `obj` and write the status it computes.
+
+    Status is written only when it differs, and only over the resourceVersion that was
+    read: on a conflict the resource is read again and the whole computation repeated.
+    Returns None when the resource is gone or being deleted.
+    """
+    kind, namespace, name = meta(obj)
+    for _ in range(CONFLICT_RETRIES):
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        try:
+            verdict, fields = controller(ctx, obj, retry)
+        except StoreError as exc:
+            verdict, fields = (
+                waiting("StoreUnavailable", f"cannot read the artifact store: {exc}", ctx.config.backoff(retry, 5.0)),
+                {},
+            )
+        generation = (obj.get("metadata") or {}).get("generation")
+        previous = obj.get("status") or {}
+        new = status.build_status(verdict, prune(fields, status_schema(kind)), previous, generation)
+        if _same(previous, new):
+            return verdict
+        try:
+            ctx.kube.patch_status(obj, new)
+        except Conflict:
+            fresh = ctx.kube.get(API_VERSION, kind, namespace, name)
+            if fresh is None:
+                return None
+            obj = fresh
+            continue
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            # The computed status does not fit the schema (e.g. an odd manifest): say so instead of looping.
+            log.error("status of %s %s/%s refused: %s", kind, namespace, name, exc.message)
+            verdict = Verdict(phase="Failed", reason="StatusRejected", message=exc.message, failed=True, warning=True)
+            new = status.build_status(verdict, {}, previous, generation)
+            ctx.kube.patch_status(obj, new)
+        if status.event_due(previous, new):
+            ctx.events(obj, status.event_type(verdict), verdict.reason, verdict.message)
+        return verdict
+    raise Conflict(409, "Conflict", f"{kind} {namespace}/{name} kept changing while its status was written")
+
+
+def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return {k: v for k, v in old.items() if k != "kopf"} == dict(new)
+
+
+def carried(previous: Mapping[str, Any], keys: tuple[str, ...]) -> Obj:
+    """Fields of the last good version, kept while a new run is under way or has failed."""
+    return {k: previous[k] for k in keys if k in previous}

@@ -1,0 +1,277 @@
+"""kopf handlers: thin. Each one turns a trigger into a reconcile of the right resource.
+
+Triggers:
+- the resource itself changes (create / update / resume after an operator restart);
+- a Job, pod or Deployment it owns changes state (watched by our managed-by label);
+- the resource it consumes produces a new version, or appears, or goes away
+  (dependents are found through kopf indexes of every reference);
+- a timer, as a safety net (and to refresh a running TrainJob's metrics).
+Everything funnels into `Runner`, which reconciles one resource at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from recplane.api import API_VERSION, GROUP, KINDS, VERSION
+from recplane.operator import names, refs
+from recplane.operator.artifacts import Artifacts
+from recplane.operator.config import OperatorConfig
+from recplane.operator.controllers import Context
+from recplane.operator.kube import ApiError, Kube, api_client
+from recplane.operator.metrics import Metrics, default_metrics
+from recplane.operator.runner import Key, Runner
+
+log = logging.getLogger("recplane.operator")
+
+CHILD_SELECTOR = f"{names.MANAGED_BY}={names.MANAGER}"
+# Who consumes whom: upstream kind -> downstream kinds (a SampleSet may also read another's output).
+CONSUMERS = {
+    "SampleSet": ("FeatureSet", "SampleSet"),
+    "FeatureSet": ("TrainJob", "SampleSet"),
+    "TrainJob": ("ModelDeployment", "SampleSet"),
+    "ModelDeployment": (),
+}
+UPSTREAM_DIGEST_FIELDS = ("version", "latestVersion", "promotedVersion")
+
+
+def _runner(memo: Any) -> Runner:
+    return memo.runner  # type: ignore[no-any-return]
+
+
+def _index_id(kind: str) -> str:
+    return f"{KINDS[kind].plural}_by_upstream"
+
+
+# ------------------------------------------------------------------------------------------- startup
+async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    config: OperatorConfig = memo.config
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/delete-stored-versions"
+    # Our resources are known up front: no watching of CRDs or namespaces (and no RBAC for them).
+    settings.scanning.disabled = True
+    settings.execution.max_workers = config.workers
+    # Children are watched server-side filtered: the operator never lists other people's pods.
+    for group_plural in (("batch", "jobs"), ("v1", "pods"), ("apps", "deployments")):
+        settings.watching.label_selectors[group_plural] = CHILD_SELECTOR
+    settings.posting.reporting_component = "recplane-operator"
+    # Events are posted for status transitions (see recplane.operator.status); kopf's own
+    # per-retry log lines would only repeat them.
+    settings.posting.level = logging.CRITICAL
+    settings.networking.request_timeout = 60
+
+    metrics: Metrics = memo.metrics
+    kube = Kube(api_client(memo.kubeconfig, pool_size=config.workers + 4), on_request=metrics.on_request)
+    ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=post_event)
+    runner = Runner(ctx, metrics)
+    runner.bind(asyncio.get_running_loop(), contextvars.copy_context())
+    memo.runner = runner
+    if memo.metrics_port:
+        metrics.serve(memo.metrics_port)
+
+
+def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(obj, type=type_, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+def probe_queue(*, memo: Any, **_: Any) -> int:
+    runner = getattr(memo, "runner", None)
+    return runner.depth() if runner else 0
+
+
+# ------------------------------------------------------------------------------- the resource itself
+def on_change(
+    *, param: Any = None, body: kopf.Body, namespace: str | None, name: str, retry: int, memo: Any, **_: Any
+) -> None:
+    """Create, update (spec, labels, annotations) or resume: reconcile, and let kopf retry while waiting."""
+    config: OperatorConfig = memo.config
+    try:
+        verdict = _runner(memo).reconcile((param, namespace or "default", name), body=body, retry=retry)
+    except ApiError as exc:
+        raise kopf.TemporaryError(f"API error: {exc}", delay=config.backoff(retry, base=2.0)) from exc
+    if verdict is None:
+        return
+    if verdict.permanent:
+        raise kopf.PermanentError(f"{verdict.reason}: {verdict.message}")
+    if verdict.requeue_after is not None:
+        raise kopf.TemporaryError(f"{verdict.reason}: {verdict.message}", delay=verdict.requeue_after)
+
+
+def on_resync(*, param: Any = None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _runner(memo).poke((param, namespace or "default", name))
+
+
+def delete_stored_versions(
+    *, param: Any = None, namespace: str | None, name: str, memo: Any, logger: Any, **_: Any
+) -> None:
+    """deletionPolicy: Delete: remove every stored version before the resource goes."""
+    artifacts: Artifacts = _runner(memo).ctx.artifacts
+    namespace = namespace or "default"
+    deleted = artifacts.delete_all(namespace, param, name)
+    logger.info(f"deleted {deleted} stored object(s) of {param.lower()}/{namespace}/{name} (deletionPolicy: Delete)")
+
+
+# --------------------------------------------------------------------------------- dependents & index
+def index_upstream(*, param: Any = None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> Any:
+    """Index every resource by the one it consumes: (namespace, upstream kind, upstream name) -> its name."""
+    runner = getattr(memo, "runner", None)
+    parse = runner.ctx.artifacts.parse_uri if runner else None
+    ref = refs.upstream_ref(body, parse)
+    return {(namespace or "default", ref.kind, ref.name): name} if ref else None
+
+
+def on_own_event(
+    *,
+    param: Any = None,
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    """When a resource produces a new version, becomes ready, appears or goes: reconcile its consumers."""
+    seen: dict[str, Any] = memo.seen
+    namespace = namespace or "default"
+    uid = body.get("metadata", {}).get("uid")
+    key = f"{param}/{uid}"
+    runner = _runner(memo)
+    if event.get("type") == "DELETED":
+        seen.pop(key, None)
+        runner.forget((param, namespace, name))
+        digest: Any = "deleted"
+    else:
+        st = body.get("status") or {}
+        ready = next((c.get("status") for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+        digest = (tuple(st.get(f) for f in UPSTREAM_DIGEST_FIELDS), ready)
+        before = seen.get(key)
+        seen[key] = digest
+        if before == digest or (before is None and event.get("type") is None):
+            return  # nothing new, or the initial listing (resume handlers reconcile everything then)
+    for downstream in CONSUMERS[param]:
+        index: kopf.Index[Any, str] = kwargs[_index_id(downstream)]
+        for consumer in index.get((namespace, param, name), []):
+            runner.poke((downstream, namespace, consumer))
+
+
+# ------------------------------------------------------------------------------------------ children
+def _owner_from_refs(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("apiVersion") == API_VERSION and ref.get("controller") and ref.get("kind") in KINDS:
+            return str(ref["kind"]), str(ref["name"])
+    return None
+
+
+def _child_digest(body: Mapping[str, Any]) -> Any:
+    st = body.get("status") or {}
+    conds = tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or []))
+    counts = tuple(
+        st.get(k)
+        for k in ("active", "ready", "succeeded", "failed", "readyReplicas", "availableReplicas", "updatedReplicas")
+    )
+    containers = tuple(
+        (
+            cs.get("ready"),
+            tuple(sorted((cs.get("state") or {}).keys())),
+            ((cs.get("state") or {}).get("waiting") or {}).get("reason"),
+        )
+        for cs in (st.get("containerStatuses") or [])
+    )
+    return (st.get("phase"), st.get("observedGeneration"), conds, counts, containers)
+
+
+def on_child_event(*, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A Job, Deployment or pod of ours changed state: reconcile the recplane resource behind it."""
+    seen: dict[str, Any] = memo.seen
+    meta = body.get("metadata", {})
+    uid = meta.get("uid")
+    if event.get("type") == "DELETED":
+        before = seen.pop(uid, None)
+        digest: Any = "deleted"
+    else:
+        digest = _child_digest(body)
+        before = seen.get(uid)
+        seen[uid] = digest
+        if before == digest or (before is None and event.get("type") is None):
+            return
+    owner = _owner_from_refs(body) or names.parse_owner_key(
+        (meta.get("annotations") or {}).get(names.OWNER_ANNOTATION, "")
+    )
+    if owner is None or owner[0] not in KINDS:
+        return
+    key: Key = (owner[0], namespace or "default", owner[1])
+    _runner(memo).poke(key)
+
+
+# ---------------------------------------------------------------------------------------- registration
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Register every handler (intervals come from `config`)."""
+    kopf.on.startup(id="configure", registry=registry)(configure)
+    kopf.on.probe(id="queue_depth", registry=registry)(probe_queue)
+    for kind in KINDS.values():
+        res = (GROUP, VERSION, kind.plural)
+        k = kind.kind
+        for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
+            decorator(*res, id="reconcile", param=k, registry=registry)(on_change)
+        kopf.timer(
+            *res,
+            id="resync",
+            param=k,
+            interval=config.resync_seconds,
+            initial_delay=config.resync_seconds,
+            sharp=False,
+            registry=registry,
+        )(on_resync)
+        kopf.index(*res, id=_index_id(k), param=k, registry=registry)(index_upstream)
+        kopf.on.event(*res, id="dependents", param=k, registry=registry)(on_own_event)
+        if "deletionPolicy" in kind.spec.model_json_schema(by_alias=True).get("properties", {}):
+            kopf.on.delete(
+                *res,
+                id="delete-stored-versions",
+                param=k,
+                when=lambda spec, **_: spec.get("deletionPolicy") == "Delete",
+                registry=registry,
+            )(delete_stored_versions)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        KINDS["TrainJob"].plural,
+        id="metrics",
+        param="TrainJob",
+        interval=config.metrics_seconds,
+        initial_delay=config.metrics_seconds,
+        sharp=False,
+        when=lambda status, **_: status.get("phase") in ("Running", "Pending"),
+        registry=registry,
+    )(on_resync)
+    for group, version, plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments"), ("", "v1", "pods")):
+        kopf.on.event(
+            *((group, version, plural) if group else (version, plural)),
+            id=f"child-{plural}",
+            labels={names.MANAGED_BY: names.MANAGER},
+            registry=registry,
+        )(on_child_event)
+
+
+def new_memo(
+    config: OperatorConfig,
+    metrics_port: int | None = None,
+    kubeconfig: str | None = None,
+    metrics: Metrics | None = None,
+) -> kopf.Memo:
+    return kopf.Memo(
+        config=config,
+        metrics=metrics or default_metrics(),
+        metrics_port=metrics_port,
+        kubeconfig=kubeconfig,
+        seen={},
+    )

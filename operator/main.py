@@ -1,0 +1,62 @@
+"""Start the operator: settings, handlers, peering, probes, then kopf's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from dataclasses import dataclass
+
+import kopf
+
+from recplane.operator import handlers
+from recplane.operator.config import OperatorConfig
+from recplane.operator.peering import PEERING_NAME
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to serve; empty = all namespaces."""
+    peering: str | None = PEERING_NAME
+    """kopf peering object for leader election; None = standalone (a single replica)."""
+    priority: int | None = None
+    """Peering priority; None = random, so that one of several replicas wins."""
+    metrics_port: int | None = 9090
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    kubeconfig: str | None = None
+    log_format: str = "json"
+    verbose: bool = False
+
+
+def run(config: OperatorConfig, options: RunOptions) -> None:
+    """Block running the operator until SIGTERM/SIGINT."""
+    kopf.configure(
+        verbose=options.verbose,
+        log_format={"json": kopf.LogFormat.JSON, "full": kopf.LogFormat.FULL}.get(
+            options.log_format, kopf.LogFormat.PLAIN
+        ),
+        log_prefix=True,
+    )
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, config)
+    memo = handlers.new_memo(config, options.metrics_port, options.kubeconfig)
+    clusterwide = not options.namespaces
+    if options.kubeconfig:
+        # kopf's own connection and the reconcilers' client both read KUBECONFIG.
+        os.environ["KUBECONFIG"] = options.kubeconfig
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            memo=memo,
+            clusterwide=clusterwide,
+            namespaces=list(options.namespaces),
+            standalone=options.peering is None,
+            peering_name=options.peering,
+            priority=options.priority if options.priority is not None else random.randint(1, 1_000_000),
+            liveness_endpoint=options.liveness_endpoint,
+        )
+    )
+
+
+__all__ = ["RunOptions", "run"]

@@ -1,0 +1,406 @@
+"""Feature transforms: one module for training and serving, so there is no skew.
+
+A `FeatureProcessor` is the fitted form of a FeatureSet: for every feature its
+transform with the fitted parameters (vocabularies, quantile boundaries, means
+and deviations). It is stored as one feature-spec artifact (`feature_spec.json`
+plus `vocab/<feature>.parquet`) and turns raw events into model inputs:
+
+* `transform(table_or_batch)`: the training path, over Arrow data;
+* `transform_rows(list_of_dicts)`: the serving path; it builds an Arrow table with
+  the training column types and runs the very same code, so the same rows give
+  identical outputs.
+
+Sparse ids follow one layout for every transform: id 0 is "missing" (null value or
+empty list), vocabularies use id 1 for out-of-vocabulary values and 2.. for the
+kept values (most frequent first); hash and cross transforms use 1..buckets;
+bucketize and quantile use 1..len(boundaries)+1. `num_embeddings` counts all ids.
+Dense transforms: identity, log1p (sign(x)·log(1+|x|), so negative counts stay
+finite) and standardize ((x - mean) / std); a missing dense value becomes 0.0 (the
+mean, for standardized features).
+
+Everything is vectorised with pyarrow.compute and numpy; nothing loops per row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recplane.api.featureset import Feature
+from recplane.store import Manifest, Store
+
+from .errors import DataError
+from .hashing import HASH_NAME, combine, hash_array
+
+FEATURE_SPEC_FILE = "feature_spec.json"
+VOCAB_DIR = "vocab"
+FORMAT_VERSION = 1
+MISSING_ID = 0
+OOV_ID = 1
+FIRST_VOCAB_ID = 2
+
+# Canonical column types: what the training data had, and what serving input is cast to.
+_KINDS: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "list<string>": pa.list_(pa.string()),
+    "list<int>": pa.list_(pa.int64()),
+    "list<float>": pa.list_(pa.float64()),
+}
+
+
+def column_kind(t: pa.DataType) -> str | None:
+    """The canonical kind of an Arrow type, or None when features cannot use it."""
+    if pa.types.is_dictionary(t):
+        return column_kind(t.value_type)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = column_kind(t.value_type)
+        return f"list<{inner}>" if inner in ("string", "int", "float") else None
+    return None
+
+
+@dataclass(frozen=True)
+class SparseFeature:
+    """A sparse model input: one embedding table (ids in [0, num_embeddings))."""
+
+    name: str
+    group: str
+    columns: tuple[str, ...]
+    transform: str
+    num_embeddings: int
+    embedding_dim: int | None
+    pooling: str
+    multi_hot: bool
+
+
+@dataclass
+class TransformedBatch:
+    """Model inputs for B rows, as numpy arrays (see `recplane.data.tensors.to_torch`).
+
+    keys: sparse feature names, F of them, in processor order.
+    values: int64 [sum(lengths)], the ids of every feature, key-major (all of feature 0, then 1, ...).
+    lengths: int32 [F * B], ids per (feature, row), key-major.
+    dense: float32 [B, D], dense features in `processor.dense_features` order.
+    labels, weights: float32 [B], or None when the input had no such column (serving).
+    """
+
+    keys: list[str]
+    values: np.ndarray
+    lengths: np.ndarray
+    dense: np.ndarray
+    labels: np.ndarray | None
+    weights: np.ndarray | None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.dense.shape[0])
+
+    def ids(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values, lengths [B]) of one sparse feature."""
+        b = self.batch_size
+        k = self.keys.index(name)
+        offsets = np.r_[0, np.cumsum(self.lengths)]
+        start, end = offsets[k * b], offsets[(k + 1) * b]
+        return self.values[start:end], self.lengths[k * b : (k + 1) * b]
+
+
+# ---- per-feature encoders -----------------------------------------------------------------
+@dataclass
+class _Encoded:
+    ids: np.ndarray  # int64 [n values]
+    lengths: np.ndarray | None  # int32 [B] for multi-hot, None when one id per row
+
+
+def _flatten(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(values, lengths [B]) of a list array; null lists have length 0."""
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int32)
+    return pc.list_flatten(col), lengths
+
+
+def _numbers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with nulls as 0, null mask) of a numeric array."""
+    nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(len(arr), bool)
+    values = pc.fill_null(arr.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+    if not values.flags.writeable:
+        values = values.copy()
+    return values, nulls
+
+
+def _with_missing(encoded: np.ndarray, lengths: np.ndarray) -> _Encoded:
+    """Multi-hot: an empty or null list becomes one MISSING id, so every bag has at least one id."""
+    empty = lengths == 0
+    if not empty.any():
+        return _Encoded(encoded, lengths)
+    new_lengths = np.where(empty, 1, lengths).astype(np.int32)
+    out = np.full(int(new_lengths.sum()), MISSING_ID, dtype=np.int64)
+    starts = np.r_[0, np.cumsum(new_lengths)[:-1]]
+    # Positions of the original values inside the new layout.
+    row_of_value = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(len(encoded)) - np.repeat(np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    out[starts[row_of_value] + within] = encoded
+    return _Encoded(out, new_lengths)
+
+
+class _SparseEncoder:
+    def __init__(self, feature: Feature, params: Mapping[str, Any], vocabulary: pa.Table | None) -> None:
+        self.feature = feature
+        self.t = feature.transform.type
+        self.multi_hot = feature.type == "multi_hot"
+        self.buckets = feature.transform.buckets or 0
+        self.boundaries = np.asarray(params.get("boundaries") or [], dtype=np.float64)
+        self.num_embeddings = int(params["numEmbeddings"])
+        if self.t == "vocabulary":
+            if vocabulary is None:
+                raise ValueError(f"feature {feature.name}: vocabulary missing from the feature spec")
+            hashes, _ = hash_array(vocabulary["value"])
+            order = np.argsort(hashes, kind="stable")
+            self.vocab_hashes = hashes[order]
+            self.vocab_ids = (order + FIRST_VOCAB_ID).astype(np.int64)
+
+    def encode(self, columns: Sequence[pa.Array]) -> _Encoded:
+        if self.t == "cross":
+            hashes, nulls = zip(*(hash_array(c) for c in columns), strict=True)
+            h = combine(list(hashes))
+            ids = (h % np.uint64(self.buckets)).astype(np.int64) + 1
+            ids[np.logical_or.reduce(nulls)] = MISSING_ID
+            return _Encoded(ids, None)
+        col = columns[0]
+        lengths = None
+        if self.multi_hot:
+            col, lengths = _flatten(col)
+        ids = self._ids(col)
+        if lengths is None:
+            return _Encoded(ids, None)
+        return _with_missing(ids, lengths)
+
+    def _ids(self, values: pa.Array) -> np.ndarray:
+        if self.t in ("bucketize", "quantile"):
+            x, nulls = _numbers(values)
+            ids = np.searchsorted(self.boundaries, x, side="right").astype(np.int64) + 1
+            ids[nulls] = MISSING_ID
+            return ids
+        h, nulls = hash_array(values)
+        if self.t == "hash":
+            ids = (h % np.uint64(self.buckets)).astype(np.int64) + 1
+        else:  # vocabulary
+            if len(self.vocab_hashes) == 0:
+                ids = np.full(len(h), OOV_ID, dtype=np.int64)
+            else:
+                pos = np.minimum(np.searchsorted(self.vocab_hashes, h), len(self.vocab_hashes) - 1)
+                ids = np.where(self.vocab_hashes[pos] == h, self.vocab_ids[pos], OOV_ID)
+        ids[nulls] = MISSING_ID
+        return ids
+
+
+class _DenseEncoder:
+    def __init__(self, feature: Feature, params: Mapping[str, Any]) -> None:
+        self.t = feature.transform.type
+        self.mean = float(params.get("mean") or 0.0)
+        std = float(params.get("std") or 0.0)
+        self.std = std if std > 1e-12 else 1.0
+
+    def encode(self, col: pa.Array) -> np.ndarray:
+        x, nulls = _numbers(col)
+        if self.t == "log1p":
+            x = np.sign(x) * np.log1p(np.abs(x))
+        elif self.t == "standardize":
+            x = (x - self.mean) / self.std
+        x[nulls] = 0.0
+        return x.astype(np.float32)
+
+
+# ---- the processor -----------------------------------------------------------------------
+class FeatureProcessor:
+    """The fitted feature catalog: raw events in, model inputs (TransformedBatch) out."""
+
+    def __init__(self, config: dict[str, Any], vocabularies: Mapping[str, pa.Table]) -> None:
+        """`config`: the feature-spec JSON; `vocabularies`: feature name -> table (value, count), most frequent
+        first (row i is id i + 2)."""
+        if config.get("hash") != HASH_NAME:
+            raise ValueError(f"feature spec uses hash {config.get('hash')!r}; this recplane computes {HASH_NAME!r}")
+        self.config = config
+        self.vocabularies = dict(vocabularies)
+        self.column_kinds: dict[str, str] = dict(config["columns"])
+        self.label_column: str | None = config.get("labelColumn")
+        self.weight_column: str | None = config.get("weightColumn")
+        self.features: list[Feature] = []
+        self._sparse: list[tuple[SparseFeature, _SparseEncoder]] = []
+        self._dense: list[tuple[str, str, _DenseEncoder]] = []
+        for entry in config["features"]:
+            feature = Feature.model_validate(entry["feature"])
+            params = entry.get("params", {})
+            self.features.append(feature)
+            if feature.type == "dense":
+                self._dense.append((feature.name, feature.columns[0], _DenseEncoder(feature, params)))
+                continue
+            encoder = _SparseEncoder(feature, params, self.vocabularies.get(feature.name))
+            info = SparseFeature(
+                name=feature.name,
+                group=feature.group,
+                columns=tuple(feature.columns),
+                transform=feature.transform.type,
+                num_embeddings=encoder.num_embeddings,
+                embedding_dim=feature.embedding_dim,
+                pooling=feature.pooling,
+                multi_hot=feature.type == "multi_hot",
+            )
+            self._sparse.append((info, encoder))
+
+    # -- description
+    @property
+    def sparse_features(self) -> list[SparseFeature]:
+        return [s for s, _ in self._sparse]
+
+    @property
+    def dense_features(self) -> list[str]:
+        return [name for name, _, _ in self._dense]
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """Feature name -> group (id, reader, author, context, environment, material)."""
+        return {f.name: f.group for f in self.features}
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns the features read, in first-use order."""
+        seen: dict[str, None] = {}
+        for f in self.features:
+            for c in f.columns:
+                seen.setdefault(c, None)
+        return list(seen)
+
+    @property
+    def input_schema(self) -> pa.Schema:
+        return pa.schema([(c, _KINDS[self.column_kinds[c]]) for c in self.input_columns])
+
+    @property
+    def stats(self) -> list[dict[str, Any]]:
+        """Per-feature statistics (FeatureStats wire format) from materialisation."""
+        return [dict(e.get("stats", {"name": e["feature"]["name"]})) for e in self.config["features"]]
+
+    def params(self, name: str) -> dict[str, Any]:
+        for e in self.config["features"]:
+            if e["feature"]["name"] == name:
+                return dict(e.get("params", {}))
+        raise KeyError(name)
+
+    # -- transforms
+    def transform(self, data: pa.Table | pa.RecordBatch) -> TransformedBatch:
+        """Model inputs for every row of `data` (must hold `input_columns`; label/weight when present)."""
+        columns = {c: self._column(data, c) for c in self.input_columns}
+        b = data.num_rows
+        values, lengths = [], []
+        for info, encoder in self._sparse:
+            enc = encoder.encode([columns[c] for c in info.columns])
+            values.append(enc.ids)
+            lengths.append(enc.lengths if enc.lengths is not None else np.ones(b, np.int32))
+        dense = np.empty((b, len(self._dense)), dtype=np.float32)
+        for j, (_, column, d_encoder) in enumerate(self._dense):
+            dense[:, j] = d_encoder.encode(columns[column])
+        return TransformedBatch(
+            keys=[s.name for s, _ in self._sparse],
+            values=np.concatenate(values) if values else np.zeros(0, np.int64),
+            lengths=np.concatenate(lengths) if lengths else np.zeros(0, np.int32),
+            dense=dense,
+            labels=self._optional_float(data, self.label_column),
+            weights=self._optional_float(data, self.weight_column),
+        )
+
+    def transform_rows(self, rows: Sequence[Mapping[str, Any]]) -> TransformedBatch:
+        """The serving path: raw events as dicts (missing keys = missing values) -> model inputs."""
+        arrays = {}
+        for c in [*self.input_columns, *(x for x in (self.label_column, self.weight_column) if x)]:
+            if c in self.column_kinds:
+                t = _KINDS[self.column_kinds[c]]
+            elif any(c in r for r in rows):
+                t = pa.float32()
+            else:
+                continue
+            arrays[c] = _column_from_rows(rows, c, t)
+        return self.transform(pa.table(arrays) if arrays else pa.table({"_": pa.nulls(len(rows))}))
+
+    def _column(self, data: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+        if name not in data.column_names:
+            raise DataError(name, f"column {name!r} is missing from the input; the features need {self.input_columns}")
+        col = data.column(name)
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        want = self.column_kinds[name]
+        if column_kind(col.type) == want:
+            return col
+        try:
+            return col.cast(_KINDS[want])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(name, f"expected {want} values, got {col.type}: {str(e).splitlines()[0]}") from None
+
+    @staticmethod
+    def _optional_float(data: pa.Table | pa.RecordBatch, name: str | None) -> np.ndarray | None:
+        if not name or name not in data.column_names:
+            return None
+        col = data.column(name)
+        return pc.fill_null(col.cast(pa.float32()), 0.0).to_numpy(zero_copy_only=False).astype(np.float32)
+
+    # -- the artifact
+    def save(self, directory: Path) -> None:
+        """Write `feature_spec.json` and `vocab/<feature>.parquet` (value, count) into `directory`."""
+        directory = Path(directory)
+        for name, vocab in self.vocabularies.items():
+            rel = self.params(name)["vocabulary"]
+            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(vocab, directory / rel)
+        (directory / FEATURE_SPEC_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path | str) -> FeatureProcessor:
+        """Load a feature-spec artifact written by `save` (a FeatureSet version directory)."""
+        directory = Path(directory)
+        config = json.loads((directory / FEATURE_SPEC_FILE).read_text())
+        if config.get("formatVersion") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: feature spec format {config.get('formatVersion')} is not supported")
+        vocabularies = {}
+        for entry in config["features"]:
+            rel = entry.get("params", {}).get("vocabulary")
+            if rel:
+                vocabularies[entry["feature"]["name"]] = pq.read_table(directory / rel)
+        return cls(config, vocabularies)
+
+    @classmethod
+    def from_store(cls, store: Store, manifest: Manifest) -> FeatureProcessor:
+        """Load the processor of a stored FeatureSet version (downloaded and verified when remote)."""
+        return cls.load(store.fetch_version(manifest))
+
+
+def _column_from_rows(rows: Sequence[Mapping[str, Any]], name: str, t: pa.DataType) -> pa.Array:
+    values = [r.get(name) for r in rows]
+    try:
+        return pa.array(values, type=t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        pass
+    try:  # e.g. "7" for an int column, 3 for a float one
+        return pa.array(values).cast(t)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
+        pass
+    for i, v in enumerate(values):  # only on the error path: find the row to name
+        try:
+            pa.array([v]).cast(t)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
+            raise DataError(f"rows[{i}].{name}", f"expected {t}, got {v!r}") from None
+    raise DataError(name, f"values do not convert to {t} together (mixed types?)")

@@ -1,0 +1,229 @@
+"""ASGI middleware in front of the scoring endpoints: refuse what BentoML would turn into a 5xx, count the rest.
+
+BentoML parses a body by its Content-Type; a malformed multipart or form body
+raises inside its handler and comes back as 500, and it reads bodies of any size.
+This guard answers those itself with 4xx before BentoML sees them: a body over the
+configured limit gets 413, a Content-Type other than JSON gets 415. It also gives
+every 4xx one shape, `{"error": "...", "detail": [{"field": "candidates[3].item_id",
+"loc": [...], "msg": ..., "type": ...}]}` (BentoML's own 4xx bodies are rewritten
+into it), and records request counts and latency per endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+JSON_MEDIA_TYPES = ("application/json", "")
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """`["candidates", 3, "item_id"]` -> `candidates[3].item_id`; the empty path is the body itself."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def error_body(errors: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The 4xx body: a one-line summary naming each field, and the errors one by one."""
+    detail = []
+    for e in errors:
+        loc = list(e.get("loc") or [])
+        detail.append(
+            {
+                "field": e.get("field") or field_path(loc),
+                "loc": loc,
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "invalid")),
+            }
+        )
+    summary = "; ".join(f"{d['field']}: {d['msg']}" for d in detail[:5])
+    if len(detail) > 5:
+        summary += f"; and {len(detail) - 5} more"
+    return {"error": summary, "detail": detail}
+
+
+def _reshape(status: int, raw: bytes) -> bytes:
+    """Rewrite one of BentoML's 4xx bodies into the guard's shape."""
+    try:
+        doc = json.loads(raw) if raw else {}
+    except ValueError:
+        doc = {"error": raw.decode("utf-8", "replace")}
+    if isinstance(doc, list):  # BentoML answers some 4xx with a one-element list
+        doc = doc[0] if doc and isinstance(doc[0], dict) else {"error": str(doc)}
+    if not isinstance(doc, dict):
+        doc = {"error": str(doc)}
+    errors = doc.get("detail")
+    if not isinstance(errors, list) or not errors:
+        errors = [{"loc": [], "msg": str(doc.get("error") or f"HTTP {status}"), "type": f"http_{status}"}]
+    return json.dumps(error_body([e if isinstance(e, dict) else {"msg": str(e)} for e in errors])).encode()
+
+
+class HttpGuard:
+    """Pure ASGI middleware for the POST endpoints in `guarded`; other paths pass straight through.
+
+    `settings()` returns (max body bytes, model version) when called per request, so the limit and
+    the metrics label follow the loaded model. `metrics` may be None (nothing recorded).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        guarded: Sequence[str],
+        settings: Callable[[], tuple[int, str]],
+        metrics: Callable[[], Any],
+    ) -> None:
+        self.app = app
+        self.guarded = frozenset(guarded)
+        self.settings = settings
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in self.guarded:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        max_bytes, version = self.settings()
+        status_box = [500]
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = int(message["status"])
+            await send(message)
+
+        try:
+            refusal = self._check_headers(scope, max_bytes)
+            if refusal is None and scope.get("method") == "POST":
+                body, too_big = await _read_body(receive, max_bytes)
+                if too_big:
+                    refusal = (413, _too_large(max_bytes))
+                else:
+                    receive = _replay(body)
+            if refusal is not None:
+                await _send_json(counting_send, *refusal)
+            else:
+                await self.app(scope, receive, _ErrorReshaper(counting_send))
+        finally:
+            registry = self.metrics()
+            if registry is not None:
+                endpoint = path.strip("/") or "root"
+                registry.requests.labels(endpoint, str(status_box[0]), version).inc()
+                registry.latency.labels(endpoint, version).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _check_headers(scope: Scope, max_bytes: int) -> tuple[int, dict[str, Any]] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in JSON_MEDIA_TYPES:
+            return 415, error_body(
+                [
+                    {
+                        "field": "Content-Type",
+                        "msg": f"{media_type!r} is not accepted; send the body as application/json",
+                        "type": "unsupported_media_type",
+                    }
+                ]
+            )
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return 400, error_body(
+                    [{"field": "Content-Length", "msg": "must be a byte count", "type": "invalid_header"}]
+                )
+            if int(length) > max_bytes:
+                return 413, _too_large(max_bytes)
+        return None
+
+
+def _too_large(max_bytes: int) -> dict[str, Any]:
+    return error_body(
+        [
+            {
+                "field": "body",
+                "msg": f"the request body is larger than {max_bytes} bytes (RECPLANE_SERVE_MAX_BODY_BYTES); "
+                "send fewer candidates per call",
+                "type": "body_too_large",
+            }
+        ]
+    )
+
+
+async def _read_body(receive: Receive, max_bytes: int) -> tuple[bytes, bool]:
+    """The whole body, or (partial, True) as soon as it passes `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
+    payload = json.dumps(doc).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+class _ErrorReshaper:
+    """Passes 2xx/3xx/5xx through; buffers a 4xx body and rewrites it into the guard's error shape."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            if 400 <= status < 500:
+                self.start = message
+                return
+            await self.send(message)
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        status = int(self.start["status"])
+        payload = _reshape(status, b"".join(self.chunks))
+        headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -1,0 +1,194 @@
+"""The BentoML service: one model version, scored live.
+
+Endpoints (JSON bodies, camelCase keys; 4xx bodies name the field):
+
+* `POST /rank`: a user, a context and candidate items -> the candidates with scores, best
+  first, plus the model version. Concurrent calls are merged into shared forward passes by
+  BentoML adaptive batching: `/rank` forwards its request to the batchable `/rank_batch`.
+* `POST /rank_batch`: several /rank requests in one call (also the batching entry point).
+* `POST /recall`: a user and a context -> the top-K items of the two-tower item index.
+* `GET /model`: version, metrics, feature spec summary and limits.
+* `GET /livez`, `GET /readyz` (ready once the model is loaded), `GET /metrics` (Prometheus).
+
+Start it with `recplane serve --model <uri>` (see docs/serving.md for every setting);
+`bentoml serve recplane.serving.service:RecplaneServing` with RECPLANE_MODEL_URI set
+runs the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import bentoml
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .config import ServingConfig
+from .http_guard import HttpGuard, error_body
+from .metrics import ServingMetrics
+from .schemas import ModelInfo, RankOutcome, RankRequest, RankResponse, RecallRequest, RecallResponse
+from .scoring import Scorer, ScoringUnavailable
+
+log = logging.getLogger("recplane.serving")
+CONFIG = ServingConfig.from_env()
+GUARDED_PATHS = ("/rank", "/rank_batch", "/recall")
+
+
+class _QuietValidationErrors(logging.Filter):
+    """A refused request is the client's error, not the server's: log one line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg}: refused with 400 ({exc.error_count()} invalid field(s))"
+        return True
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
+
+
+def _invalid(title: str, errors: list[dict[str, Any]]) -> ValidationError:
+    """A pydantic ValidationError from our own checks, so BentoML answers 400 exactly as for schema errors."""
+    details: list[InitErrorDetails] = [
+        {
+            "type": PydanticCustomError(str(e.get("type", "invalid")), str(e.get("msg", "")).replace("{", "(").replace("}", ")")),
+            "loc": tuple(e.get("loc") or ()),
+            "input": None,
+        }
+        for e in errors
+    ]
+    return ValidationError.from_exception_data(title, details)
+
+
+def _current() -> RecplaneServing | None:
+    try:
+        return bentoml.get_current_service()  # type: ignore[no-any-return]
+    except Exception:  # not set until the worker has created the instance
+        return None
+
+
+def _guard_settings() -> tuple[int, str]:
+    svc = _current()
+    return CONFIG.max_body_bytes, (svc.model_version if svc is not None else "")
+
+
+def _guard_metrics() -> ServingMetrics | None:
+    svc = _current()
+    return svc.metrics if svc is not None else None
+
+
+async def _model_info(_: Request) -> JSONResponse:
+    svc = _current()
+    scorer = svc.scorer if svc is not None else None
+    if scorer is None:
+        return JSONResponse(
+            error_body([{"field": "model", "msg": "the model is not loaded yet; retry when /readyz is 200", "type": "loading"}]),
+            status_code=503,
+        )
+    info = scorer.info(CONFIG)
+    return JSONResponse(info.model_dump(mode="json", by_alias=True))
+
+
+_info_app = Starlette(routes=[Route("/model", _model_info, methods=["GET"])])
+
+
+@bentoml.asgi_app(_info_app, path="/", name="model-info")
+@bentoml.service(
+    name="recplane-serving",
+    workers=CONFIG.workers,
+    traffic={"timeout": CONFIG.timeout_s, **({"max_concurrency": CONFIG.max_concurrency} if CONFIG.max_concurrency else {})},
+)
+class RecplaneServing:
+    """Serves the model version named by RECPLANE_MODEL_URI."""
+
+    def __init__(self) -> None:
+        self.config = CONFIG
+        self.metrics = ServingMetrics()
+        self.scorer: Scorer | None = None
+        self.load_error: str | None = None
+        # Load in the background: /livez answers at once, /readyz turns 200 when the model is in.
+        self._loader = threading.Thread(target=self._load, name="recplane-model-load", daemon=True)
+        self._loader.start()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            scorer = Scorer.load(self.config.require_model_uri(), self.config)
+        except Exception as exc:  # reported on /livez and in the log; the pod restarts
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("cannot load model %s: %s", self.config.model_uri, self.load_error)
+            return
+        self.metrics.model_info.labels(scorer.version, scorer.model_type, scorer.variant).set(1)
+        self.scorer = scorer
+        log.info(
+            "serving model version %s (%s, %s) from %s, loaded in %.1fs",
+            scorer.version,
+            scorer.model_type,
+            scorer.variant,
+            scorer.uri,
+            time.perf_counter() - started,
+        )
+
+    @property
+    def model_version(self) -> str:
+        return self.scorer.version if self.scorer is not None else ""
+
+    def __is_ready__(self) -> bool:
+        return self.scorer is not None
+
+    def __is_alive__(self) -> bool:
+        return self.load_error is None
+
+    def _ready_scorer(self) -> Scorer:
+        if self.scorer is None:
+            raise ScoringUnavailable(self.load_error or "the model is still loading; retry when /readyz is 200")
+        return self.scorer
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
+    def rank_batch(self, requests: list[RankRequest]) -> list[RankOutcome]:
+        """Score several /rank requests in one forward pass; each outcome has its items or its errors."""
+        scorer = self._ready_scorer()
+        started = time.perf_counter()
+        outcomes, rows = scorer.rank_batch(requests)
+        version = scorer.version
+        self.metrics.batch_requests.labels(version).observe(len(requests))
+        self.metrics.batch_rows.labels(version).observe(rows)
+        self.metrics.forward_seconds.labels(version).observe(time.perf_counter() - started)
+        return outcomes
+
+    @bentoml.api
+    async def rank(self, request: RankRequest, /) -> RankResponse:
+        """Score `candidates` for `user` in `context`; items come back best first."""
+        scorer = self._ready_scorer()
+        self.metrics.candidates.labels(scorer.version).observe(len(request.candidates))
+        outcomes = await self.to_async.rank_batch([request])  # type: ignore[attr-defined]
+        outcome: RankOutcome = outcomes[0]
+        if outcome.errors:
+            raise _invalid("RankRequest", outcome.errors)
+        return RankResponse(model_version=outcome.model_version, request_id=request.request_id, items=outcome.items)
+
+    @bentoml.api
+    def recall(self, request: RecallRequest, /) -> RecallResponse:
+        """The top `k` items of the item index for `user` in `context`."""
+        scorer = self._ready_scorer()
+        outcome = scorer.recall(request)
+        if isinstance(outcome, list):
+            raise _invalid("RecallRequest", outcome)
+        return outcome
+
+    def info(self) -> ModelInfo:
+        return self._ready_scorer().info(self.config)
+
+
+RecplaneServing.add_asgi_middleware(
+    HttpGuard, guarded=GUARDED_PATHS, settings=_guard_settings, metrics=_guard_metrics
+)

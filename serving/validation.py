@@ -1,0 +1,302 @@
+"""Checks a request's raw feature values against the served model's input columns.
+
+The schema models (`recplane.serving.schemas`) check a body's shape; this module
+checks what only the model knows: which keys are input columns, and what each
+column takes. Every problem is reported with its location in the request
+(`("candidates", 3, "hour")`), so the 400 response names the field.
+
+What a column takes follows from the features that read it (the FeatureSet spec)
+and, when known, the column's type in the training samples:
+
+* `id` columns (sparse features with hash, vocabulary or cross transforms): a string,
+  an integer or a boolean; an integer is accepted for a string column and sent as its
+  decimal string, the way the logs would have carried it;
+* `number` columns (dense features, bucketize and quantile transforms): a finite number;
+* `ids` columns (multi-hot features): a list of ids;
+* `null` or a missing key is a missing value: the null bucket (or the dense default),
+  exactly as in training.
+
+Unknown keys are refused (400 naming the key) or, with
+RECPLANE_SERVE_UNKNOWN_FEATURES=ignore, dropped. After validation a row holds only
+values the feature transforms accept, so no request reaches them that they would
+fail on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .schemas import ITEM_ID, RankRequest, RecallRequest
+
+ColumnKind = Literal["id", "number", "ids"]
+ValueType = Literal["string", "integer", "float", "boolean"]
+Loc = tuple[str | int, ...]
+# Enough to fix a request; a body with thousands of bad values gets the first ones.
+MAX_ERRORS = 50
+_ID_TRANSFORMS = ("hash", "vocabulary", "cross")
+_VALUE_TYPES: dict[str, ValueType] = {"string": "string", "int": "integer", "float": "float", "bool": "boolean"}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """What one raw input column takes."""
+
+    column: str
+    kind: ColumnKind
+    features: tuple[str, ...]
+    value_type: ValueType | None = None  # type of the (element) values in the training samples, when known
+
+    def describe(self) -> str:
+        what = {"id": "one id", "number": "a finite number", "ids": "a list of ids"}[self.kind]
+        typed = f" ({self.value_type})" if self.value_type and self.kind != "number" else ""
+        return f"{what}{typed}"
+
+
+def rules_from_features(features: Iterable[Any], column_kinds: Mapping[str, str] | None = None) -> dict[str, ColumnRule]:
+    """Column rules from FeatureSet features (objects with name, type, columns, transform.type).
+
+    `column_kinds` are the processor's canonical training column types (`string`, `int`, `float`,
+    `bool`, `list<string>`, ...). A column read by several features takes what all of them take:
+    a number read by both a dense feature and a hashed cross stays a number.
+    """
+    column_kinds = column_kinds or {}
+    kinds: dict[str, ColumnKind] = {}
+    users: dict[str, list[str]] = {}
+    for f in features:
+        transform = getattr(getattr(f, "transform", None), "type", None)
+        for column in f.columns:
+            if f.type == "multi_hot":
+                kind: ColumnKind = "ids"
+            elif f.type == "dense" or transform not in _ID_TRANSFORMS:
+                kind = "number"
+            else:
+                kind = "id"
+            previous = kinds.get(column)
+            if previous is None or previous == "id":
+                kinds[column] = kind
+            users.setdefault(column, []).append(f.name)
+    return {
+        c: ColumnRule(column=c, kind=k, features=tuple(users[c]), value_type=_value_type(column_kinds.get(c)))
+        for c, k in kinds.items()
+    }
+
+
+def _value_type(column_kind: str | None) -> ValueType | None:
+    if not column_kind:
+        return None
+    element = column_kind.removeprefix("list<").removesuffix(">")
+    return _VALUE_TYPES.get(element)
+
+
+class RequestInvalid(ValueError):
+    """A request the model cannot score; `errors` are pydantic-style dicts (loc, msg, type)."""
+
+    def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        self.errors = list(errors)
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, loc: Loc, msg: str, type_: str) -> None:
+        if len(self.items) < MAX_ERRORS:
+            self.items.append({"loc": list(loc), "msg": msg, "type": type_})
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= MAX_ERRORS
+
+
+class RequestValidator:
+    """Turns validated request bodies into rows of raw values for `FeatureProcessor.transform_rows`."""
+
+    def __init__(
+        self,
+        rules: Mapping[str, ColumnRule],
+        *,
+        unknown: Literal["refuse", "ignore"] = "refuse",
+        max_candidates: int = 1000,
+        max_recall_k: int = 1000,
+        model_version: str = "",
+    ) -> None:
+        self.rules = dict(rules)
+        self.unknown = unknown
+        self.max_candidates = max_candidates
+        self.max_recall_k = max_recall_k
+        self.model_version = model_version
+        self._known = ", ".join(sorted(self.rules)) or "(none)"
+
+    # ---- public ---------------------------------------------------------------------
+    def rank_rows(self, request: RankRequest) -> list[dict[str, Any]]:
+        """One row per candidate: user ∪ context ∪ candidate values. Raises RequestInvalid."""
+        errors = _Errors()
+        if len(request.candidates) > self.max_candidates:
+            errors.add(
+                ("candidates",),
+                f"{len(request.candidates)} candidates is more than the limit of {self.max_candidates} "
+                "(RECPLANE_SERVE_MAX_CANDIDATES); split the call",
+                "too_long",
+            )
+            raise RequestInvalid(errors.items)
+        shared = self._section(request.user, ("user",), errors)
+        context = self._section(request.context, ("context",), errors)
+        for key in shared.keys() & context.keys():
+            errors.add(("context", key), f"{key!r} is also given in user; give each column once", "duplicate_key")
+        shared.update(context)
+        rows = []
+        for i, candidate in enumerate(request.candidates):
+            if errors.full:
+                break
+            rows.append(self._candidate(candidate, i, shared, errors))
+        if errors.items:
+            raise RequestInvalid(errors.items)
+        return rows
+
+    def recall_row(self, request: RecallRequest) -> dict[str, Any]:
+        """The user ∪ context row of a recall request. Raises RequestInvalid."""
+        errors = _Errors()
+        if request.k is not None and request.k > self.max_recall_k:
+            errors.add(
+                ("k",), f"{request.k} is more than the limit of {self.max_recall_k} (RECPLANE_SERVE_MAX_RECALL_K)", "too_big"
+            )
+        row = self._section(request.user, ("user",), errors)
+        context = self._section(request.context, ("context",), errors)
+        for key in row.keys() & context.keys():
+            errors.add(("context", key), f"{key!r} is also given in user; give each column once", "duplicate_key")
+        row.update(context)
+        if errors.items:
+            raise RequestInvalid(errors.items)
+        return row
+
+    # ---- parts ----------------------------------------------------------------------
+    def _candidate(
+        self, candidate: dict[str, Any], index: int, shared: dict[str, Any], errors: _Errors
+    ) -> dict[str, Any]:
+        loc: Loc = ("candidates", index)
+        item_id = candidate.get(ITEM_ID)
+        if ITEM_ID not in candidate or item_id is None:
+            errors.add((*loc, ITEM_ID), "Field required: every candidate needs its item_id", "missing")
+        elif isinstance(item_id, bool) or not isinstance(item_id, str | int):
+            errors.add((*loc, ITEM_ID), f"must be a string or an integer, got {_kind_of(item_id)}", "item_id_type")
+        values = self._section(candidate, loc, errors, skip=() if ITEM_ID in self.rules else (ITEM_ID,))
+        for key in values.keys() & shared.keys():
+            errors.add((*loc, key), f"{key!r} is also given in user or context; give each column once", "duplicate_key")
+        return {**shared, **values}
+
+    def _section(self, values: dict[str, Any], loc: Loc, errors: _Errors, skip: Iterable[str] = ()) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        skipped = set(skip)
+        for key, value in values.items():
+            if key in skipped:
+                continue
+            rule = self.rules.get(key)
+            if rule is None:
+                if self.unknown == "refuse":
+                    errors.add(
+                        (*loc, key),
+                        f"{key!r} is not an input column of model version {self.model_version}; "
+                        f"known columns: {self._known} (or set RECPLANE_SERVE_UNKNOWN_FEATURES=ignore)",
+                        "unknown_feature",
+                    )
+                continue
+            problem, clean = _check(rule, value)
+            if problem is not None:
+                errors.add((*loc, key), problem, "feature_value_type")
+            else:
+                out[key] = clean
+        return out
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number" if math.isfinite(value) else f"the non-finite number {value}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _check(rule: ColumnRule, value: Any) -> tuple[str | None, Any]:
+    """(problem, cleaned value): problem is None when `value` fits `rule`."""
+    if value is None:
+        return None, None
+    if rule.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be {rule.describe()} for feature {_features(rule)}, got {_kind_of(value)}", None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number for feature {_features(rule)}, got {value}", None
+        if rule.value_type == "integer":
+            # The training column holds integers: 13.0 is 13, 13.5 has no integer value to bucket.
+            if isinstance(value, float):
+                if not value.is_integer():
+                    return f"must be an integer for feature {_features(rule)}, got {value}", None
+                value = int(value)
+            if not _INT64[0] <= value <= _INT64[1]:
+                return f"is out of the 64-bit integer range for feature {_features(rule)}", None
+            return None, value
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            return f"is out of range for feature {_features(rule)}: send it as a float", None
+        return None, value
+    if rule.kind == "ids":
+        if not isinstance(value, list):
+            return f"must be {rule.describe()} for feature {_features(rule)}, got {_kind_of(value)}", None
+        cleaned = []
+        for j, element in enumerate(value):
+            problem, clean = _check_id(rule, element)
+            if problem is not None or clean is None:
+                return f"element [{j}] {problem or 'must not be null'}", None
+            cleaned.append(clean)
+        return None, cleaned
+    return _check_id(rule, value)
+
+
+def _check_id(rule: ColumnRule, value: Any) -> tuple[str | None, Any]:
+    if value is None:
+        return None, None
+    wanted = rule.value_type
+    if isinstance(value, bool):
+        if wanted in (None, "boolean"):
+            return None, value
+    elif isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            if wanted == "string":
+                return None, str(value)
+            return f"is out of the 64-bit integer range for feature {_features(rule)}; send it as a string", None
+        if wanted in (None, "integer"):
+            return None, value
+        if wanted == "string":
+            return None, str(value)
+        if wanted == "float":
+            return None, float(value)
+    elif isinstance(value, str):
+        if wanted in (None, "string"):
+            return None, value
+    elif isinstance(value, float) and math.isfinite(value) and wanted == "float":
+        return None, value
+    expected = {
+        None: "a string, an integer or a boolean",
+        "string": "a string",
+        "integer": "an integer",
+        "float": "a number",
+        "boolean": "a boolean",
+    }[wanted]
+    return f"must be {expected} for feature {_features(rule)}, got {_kind_of(value)}", None
+
+
+def _features(rule: ColumnRule) -> str:
+    return ", ".join(rule.features)

@@ -1,0 +1,225 @@
+"""Sharding plans: which rank holds which embedding table (or which columns of it).
+
+The TorchRec planner chooses the plan (`auto`) or works inside the constraint the
+TrainJob sets (`table_wise`, `column_wise`, `table_column_wise`, `data_parallel`,
+and `row_wise` on GPUs). The plan is logged, stored in the model version, and
+checked up front so a table it cannot place fails with a message, not deep in FBGEMM.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torchrec import EmbeddingBagCollection
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
+
+from .dist import DistContext
+from .errors import ShardingError
+
+# FBGEMM's fused (optimizer-in-backward) embedding kernels read rows in 4-column vectors.
+COLUMN_ALIGNMENT = 4
+CPU_SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
+_TYPES = {
+    "table_wise": ShardingType.TABLE_WISE.value,
+    "column_wise": ShardingType.COLUMN_WISE.value,
+    "table_column_wise": ShardingType.TABLE_COLUMN_WISE.value,
+    "row_wise": ShardingType.ROW_WISE.value,
+    "data_parallel": ShardingType.DATA_PARALLEL.value,
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One embedding table of a model, where it sits and what it reads."""
+
+    module: str
+    name: str
+    feature: str
+    num_embeddings: int
+    embedding_dim: int
+    data_type: str
+
+
+def embedding_tables(model: nn.Module) -> list[Table]:
+    """Every EmbeddingBagCollection table of `model`, in module order."""
+    out = []
+    for path, module in model.named_modules():
+        if isinstance(module, EmbeddingBagCollection):
+            for cfg in module.embedding_bag_configs():
+                out.append(
+                    Table(
+                        module=path,
+                        name=cfg.name,
+                        feature=cfg.feature_names[0],
+                        num_embeddings=cfg.num_embeddings,
+                        embedding_dim=cfg.embedding_dim,
+                        data_type=cfg.data_type.value.lower(),
+                    )
+                )
+    return out
+
+
+def column_block(dim: int, world_size: int) -> int:
+    """Width of column-wise shards: the smallest multiple of 4 dividing `dim` that needs at most
+    `world_size` shards (a 16-wide table on 2 ranks -> two 8-wide shards)."""
+    blocks = [b for b in range(COLUMN_ALIGNMENT, dim + 1, COLUMN_ALIGNMENT) if dim % b == 0]
+    fitting = [b for b in blocks if dim // b <= world_size]
+    return min(fitting) if fitting else dim
+
+
+def allowed_sharding_types(sharding: str, ctx: DistContext, precision: str = "fp32") -> list[str]:
+    """TorchRec sharding types the plan may use, refusing what this hardware cannot run."""
+    on_gpu = ctx.device.type == "cuda"
+    if sharding == "data_parallel" and precision == "fp16":
+        # Replicated tables train through the dense kernel, whose fp16 row-wise updates overflow.
+        raise ShardingError(
+            "spec.optimization.embeddingPrecision",
+            "fp16 embedding storage needs sharded tables (FBGEMM's fused kernels); data_parallel replicas "
+            "train in fp32. Set embeddingPrecision fp32, or pick a sharding other than data_parallel",
+        )
+    if sharding == "row_wise" and not on_gpu:
+        raise ShardingError(
+            "spec.distributed.sharding",
+            "row_wise sharding needs GPUs (FBGEMM's row-wise kernels and nccl); this run is on CPU. "
+            f"Pick one of {', '.join(CPU_SHARDING_TYPES)} or auto, or run on GPUs with distributed.backend nccl",
+        )
+    if sharding == "auto":
+        candidates = _TYPES if on_gpu else CPU_SHARDING_TYPES
+        return [_TYPES[t] for t in candidates if not (t == "data_parallel" and precision == "fp16")]
+    if sharding not in _TYPES:
+        raise ShardingError("spec.distributed.sharding", f"unknown sharding {sharding!r}; use auto or {', '.join(_TYPES)}")
+    return [_TYPES[sharding]]
+
+
+def check_placeable(tables: list[Table], sharding: str) -> None:
+    """Refuse tables the plan cannot place, naming the feature and the fix."""
+    if sharding == "data_parallel":
+        return
+    for t in tables:
+        if t.embedding_dim % COLUMN_ALIGNMENT:
+            what = "auto plan" if sharding == "auto" else f"{sharding} plan"
+            raise ShardingError(
+                "spec.model.embeddingDim",
+                f"embedding table {t.name} (feature {t.feature!r}) is {t.embedding_dim} columns wide, and the {what} "
+                f"keeps it in FBGEMM's fused kernels, which need a multiple of {COLUMN_ALIGNMENT} columns per shard. "
+                f"Set the feature's embeddingDim in the FeatureSet (or spec.model.embeddingDim) to a multiple of "
+                f"{COLUMN_ALIGNMENT}, or use spec.distributed.sharding data_parallel",
+            )
+
+
+def constraints(tables: list[Table], sharding: str, ctx: DistContext) -> dict[str, ParameterConstraints]:
+    precision = "fp16" if any(t.data_type == "fp16" for t in tables) else "fp32"
+    types = allowed_sharding_types(sharding, ctx, precision)
+    out = {}
+    for t in tables:
+        kernels = ["dense"] if types == [_TYPES["data_parallel"]] else None
+        out[t.name] = ParameterConstraints(
+            sharding_types=types,
+            compute_kernels=kernels,
+            min_partition=column_block(t.embedding_dim, ctx.world_size),
+        )
+    return out
+
+
+def plan_sharding(model: nn.Module, sharding: str, ctx: DistContext, batch_size: int) -> ShardingPlan:
+    """The plan every rank agrees on (computed by the planner on rank 0 and broadcast)."""
+    tables = embedding_tables(model)
+    check_placeable(tables, sharding)
+    topology = Topology(
+        world_size=ctx.world_size,
+        compute_device=ctx.device.type,
+        local_world_size=_local_world_size(ctx),
+    )
+    planner = EmbeddingShardingPlanner(
+        topology=topology, batch_size=batch_size, constraints=constraints(tables, sharding, ctx)
+    )
+    try:
+        return planner.collective_plan(model, _sharders(), ctx.process_group)
+    except PlannerError as e:
+        raise ShardingError(
+            "spec.distributed.sharding",
+            f"the TorchRec planner cannot place the embedding tables with sharding {sharding} on "
+            f"{ctx.world_size} process(es): {str(e).splitlines()[0]}. Try auto, more workers, or smaller tables",
+        ) from None
+
+
+def shard_model(module: nn.Module, plan: ShardingPlan, ctx: DistContext) -> DistributedModelParallel:
+    """Wrap `module` (tables on `meta`, dense layers materialised) in DistributedModelParallel."""
+    return DistributedModelParallel(
+        module,
+        env=ShardingEnv.from_process_group(ctx.process_group),
+        device=ctx.device,
+        plan=plan,
+        sharders=_sharders(),  # type: ignore[arg-type]
+    )
+
+
+def describe_plan(plan: ShardingPlan, tables: list[Table]) -> dict[str, Any]:
+    """JSON form of a plan: per table its sharding type, kernel, ranks and shards."""
+    by_name = {t.name: t for t in tables}
+    out: dict[str, Any] = {}
+    for module_path, module_plan in plan.plan.items():
+        for name, ps in module_plan.items():  # type: ignore[attr-defined]
+            shards = []
+            if ps.sharding_spec is not None:
+                for sm in ps.sharding_spec.shards:  # type: ignore[attr-defined]
+                    shards.append(
+                        {"offsets": list(sm.shard_offsets), "sizes": list(sm.shard_sizes), "placement": str(sm.placement)}
+                    )
+            table = by_name.get(name)
+            out[name] = {
+                "module": module_path,
+                "feature": table.feature if table else None,
+                "rows": table.num_embeddings if table else None,
+                "dim": table.embedding_dim if table else None,
+                "dataType": table.data_type if table else None,
+                "shardingType": ps.sharding_type,
+                "computeKernel": ps.compute_kernel,
+                "ranks": list(ps.ranks) if ps.ranks is not None else None,
+                "shards": shards,
+            }
+    return out
+
+
+def format_plan(described: dict[str, Any]) -> str:
+    """The plan as a small table for the log."""
+    lines = [f"{'table':<28} {'type':<18} {'kernel':<8} {'rows':>10} {'dim':>5}  ranks"]
+    for name, p in described.items():
+        ranks = ",".join(str(r) for r in p["ranks"]) if p["ranks"] else "all"
+        lines.append(f"{name:<28} {p['shardingType']:<18} {p['computeKernel']:<8} {p['rows']:>10} {p['dim']:>5}  {ranks}")
+    return "\n".join(lines)
+
+
+def table_bytes(tables: list[Table]) -> int:
+    """Bytes of all embedding weights as stored (fp32 = 4, fp16 = 2 bytes per value)."""
+    size = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+    return sum(t.num_embeddings * t.embedding_dim * size.get(t.data_type, 4) for t in tables)
+
+
+def _sharders() -> list[EmbeddingBagCollectionSharder]:
+    return [EmbeddingBagCollectionSharder()]
+
+
+def _local_world_size(ctx: DistContext) -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+
+
+__all__ = [
+    "Table",
+    "allowed_sharding_types",
+    "check_placeable",
+    "column_block",
+    "describe_plan",
+    "embedding_tables",
+    "format_plan",
+    "plan_sharding",
+    "shard_model",
+    "table_bytes",
+]
