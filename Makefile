@@ -20,3 +20,5 @@ test: setup cluster-bins lint
 
 crds: setup
 	.venv/bin/recplane crds generate
+	.venv/bin/recplane crds docs
+	.venv/bin/python hack/sync-chart.py

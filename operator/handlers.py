@@ -68,6 +68,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     # per-retry log lines would only repeat them.
     settings.posting.level = logging.CRITICAL
     settings.networking.request_timeout = 60
+    settings.peering.lifetime = memo.peering_lifetime
 
     metrics: Metrics = memo.metrics
     kube = Kube(api_client(memo.kubeconfig, pool_size=config.workers + 4), on_request=metrics.on_request)
@@ -215,6 +216,8 @@ def on_child_event(*, event: kopf.RawEvent, body: kopf.Body, namespace: str | No
 # ---------------------------------------------------------------------------------------- registration
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Register every handler (intervals come from `config`)."""
+    # The same credentials as the reconcilers' client: in-cluster, else KUBECONFIG.
+    kopf.on.login(id="login", registry=registry)(kopf.login_via_client)
     kopf.on.startup(id="configure", registry=registry)(configure)
     kopf.on.probe(id="queue_depth", registry=registry)(probe_queue)
     for kind in KINDS.values():
@@ -266,6 +269,7 @@ def new_memo(
     config: OperatorConfig,
     metrics_port: int | None = None,
     kubeconfig: str | None = None,
+    peering_lifetime: int = 60,
     metrics: Metrics | None = None,
 ) -> kopf.Memo:
     return kopf.Memo(
@@ -273,5 +277,6 @@ def new_memo(
         metrics=metrics or default_metrics(),
         metrics_port=metrics_port,
         kubeconfig=kubeconfig,
+        peering_lifetime=peering_lifetime,
         seen={},
     )

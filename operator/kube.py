@@ -177,6 +177,19 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
 
+    def create(self, obj: Obj, field_manager: str = FIELD_MANAGER) -> Obj | None:
+        """POST `obj`; None when an object of that name already exists."""
+        meta = obj["metadata"]
+        try:
+            return self.request(  # type: ignore[no-any-return]
+                "POST",
+                resource_type(obj["apiVersion"], obj["kind"]).path(meta.get("namespace")),
+                query={"fieldManager": field_manager},
+                body=obj,
+            )
+        except Conflict:
+            return None
+
     def delete(
         self,
         api_version: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -22,11 +23,21 @@ class RunOptions:
     """kopf peering object for leader election; None = standalone (a single replica)."""
     priority: int | None = None
     """Peering priority; None = random, so that one of several replicas wins."""
+    peering_lifetime: int = 60
+    """Seconds a replica that stopped renewing its peering entry (crashed) still counts as alive."""
     metrics_port: int | None = 9090
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     kubeconfig: str | None = None
     log_format: str = "json"
     verbose: bool = False
+
+
+# Handlers that only route an event to a reconcile; their "succeeded" lines would drown the log.
+_ROUTING_HANDLERS = ("Handler 'child-", "Handler 'dependents'", "Handler 'resync'", "Handler 'metrics'")
+
+
+def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
+    return not (record.levelno <= logging.INFO and str(record.msg).startswith(_ROUTING_HANDLERS))
 
 
 def run(config: OperatorConfig, options: RunOptions) -> None:
@@ -38,9 +49,11 @@ def run(config: OperatorConfig, options: RunOptions) -> None:
         ),
         log_prefix=True,
     )
+    if not options.verbose:
+        logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
-    memo = handlers.new_memo(config, options.metrics_port, options.kubeconfig)
+    memo = handlers.new_memo(config, options.metrics_port, options.kubeconfig, options.peering_lifetime)
     clusterwide = not options.namespaces
     if options.kubeconfig:
         # kopf's own connection and the reconcilers' client both read KUBECONFIG.

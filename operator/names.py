@@ -27,8 +27,6 @@ ROLE_LABEL = f"{GROUP}/role"
 MODEL_VERSION_LABEL = f"{GROUP}/model-version"
 # Kind/name of the recplane resource an object (or a pod, two levels down) belongs to.
 OWNER_ANNOTATION = f"{GROUP}/owner"
-UPSTREAM_ANNOTATION = f"{GROUP}/upstream-version"
-ROLLBACK_ANNOTATION = f"{GROUP}/rollback-to"
 SPEC_FILE = "spec.yaml"
 SPEC_DIR = "/etc/recplane"
 

@@ -223,7 +223,9 @@ class _ErrorReshaper:
             return
         status = int(self.start["status"])
         payload = _reshape(status, b"".join(self.chunks))
-        headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+        headers = [
+            (k, v) for k, v in self.start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
+        ]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})

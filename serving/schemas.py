@@ -78,11 +78,15 @@ class RecallResponse(WireModel):
     items: list[RecalledItem]
 
 
-class ScoreBatchResult(WireModel):
-    """One request's outcome inside a merged forward pass: scores, or why it was refused."""
+class RankOutcome(WireModel):
+    """One request's result inside a merged forward pass (`/rank_batch`): its items, or why it was refused."""
 
-    scores: list[float] = Field(default_factory=list)
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+    model_version: str
+    request_id: str | None = None
+    items: list[ScoredItem] = Field(default_factory=list, description="The candidates, best first.")
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="Why the request was refused (loc, msg, type)."
+    )
 
 
 class FeatureSummary(WireModel):
@@ -101,9 +105,11 @@ class ModelInfo(WireModel):
     model_version: str
     model_uri: str
     model_type: str
+    task: str = Field(description="ranking or recall")
     variant: str
     endpoints: list[str]
     metrics: dict[str, Any] = Field(default_factory=dict)
     features: list[FeatureSummary] = Field(default_factory=list)
     input_columns: list[str] = Field(default_factory=list, description="Keys /rank and /recall accept.")
+    item_index_size: int | None = Field(default=None, description="Items /recall chooses from (recall models).")
     limits: dict[str, Any] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import NotFound, ServiceUnavailable
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from starlette.applications import Starlette
@@ -34,7 +35,8 @@ from .config import ServingConfig
 from .http_guard import HttpGuard, error_body
 from .metrics import ServingMetrics
 from .schemas import ModelInfo, RankOutcome, RankRequest, RankResponse, RecallRequest, RecallResponse
-from .scoring import Scorer, ScoringUnavailable
+from .scoring import EndpointNotSupported, Scorer
+from .validation import RequestInvalid
 
 log = logging.getLogger("recplane.serving")
 CONFIG = ServingConfig.from_env()
@@ -60,7 +62,9 @@ def _invalid(title: str, errors: list[dict[str, Any]]) -> ValidationError:
     """A pydantic ValidationError from our own checks, so BentoML answers 400 exactly as for schema errors."""
     details: list[InitErrorDetails] = [
         {
-            "type": PydanticCustomError(str(e.get("type", "invalid")), str(e.get("msg", "")).replace("{", "(").replace("}", ")")),
+            "type": PydanticCustomError(
+                str(e.get("type", "invalid")), str(e.get("msg", "")).replace("{", "(").replace("}", ")")
+            ),
             "loc": tuple(e.get("loc") or ()),
             "input": None,
         }
@@ -91,7 +95,9 @@ async def _model_info(_: Request) -> JSONResponse:
     scorer = svc.scorer if svc is not None else None
     if scorer is None:
         return JSONResponse(
-            error_body([{"field": "model", "msg": "the model is not loaded yet; retry when /readyz is 200", "type": "loading"}]),
+            error_body(
+                [{"field": "model", "msg": "the model is not loaded yet; retry when /readyz is 200", "type": "loading"}]
+            ),
             status_code=503,
         )
     info = scorer.info(CONFIG)
@@ -105,7 +111,10 @@ _info_app = Starlette(routes=[Route("/model", _model_info, methods=["GET"])])
 @bentoml.service(
     name="recplane-serving",
     workers=CONFIG.workers,
-    traffic={"timeout": CONFIG.timeout_s, **({"max_concurrency": CONFIG.max_concurrency} if CONFIG.max_concurrency else {})},
+    traffic={
+        "timeout": CONFIG.timeout_s,
+        **({"max_concurrency": CONFIG.max_concurrency} if CONFIG.max_concurrency else {}),
+    },
 )
 class RecplaneServing:
     """Serves the model version named by RECPLANE_MODEL_URI."""
@@ -150,10 +159,12 @@ class RecplaneServing:
 
     def _ready_scorer(self) -> Scorer:
         if self.scorer is None:
-            raise ScoringUnavailable(self.load_error or "the model is still loading; retry when /readyz is 200")
+            raise ServiceUnavailable(self.load_error or "the model is still loading; retry when /readyz is 200")
         return self.scorer
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
+    @bentoml.api(
+        batchable=True, batch_dim=0, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms
+    )
     def rank_batch(self, requests: list[RankRequest]) -> list[RankOutcome]:
         """Score several /rank requests in one forward pass; each outcome has its items or its errors."""
         scorer = self._ready_scorer()
@@ -180,15 +191,15 @@ class RecplaneServing:
     def recall(self, request: RecallRequest, /) -> RecallResponse:
         """The top `k` items of the item index for `user` in `context`."""
         scorer = self._ready_scorer()
-        outcome = scorer.recall(request)
-        if isinstance(outcome, list):
-            raise _invalid("RecallRequest", outcome)
-        return outcome
+        try:
+            return scorer.recall(request)
+        except RequestInvalid as exc:
+            raise _invalid("RecallRequest", exc.errors) from None
+        except EndpointNotSupported as exc:
+            raise NotFound(str(exc)) from None
 
     def info(self) -> ModelInfo:
         return self._ready_scorer().info(self.config)
 
 
-RecplaneServing.add_asgi_middleware(
-    HttpGuard, guarded=GUARDED_PATHS, settings=_guard_settings, metrics=_guard_metrics
-)
+RecplaneServing.add_asgi_middleware(HttpGuard, guarded=GUARDED_PATHS, settings=_guard_settings, metrics=_guard_metrics)

@@ -39,6 +39,7 @@ MAX_ERRORS = 50
 _ID_TRANSFORMS = ("hash", "vocabulary", "cross")
 _VALUE_TYPES: dict[str, ValueType] = {"string": "string", "int": "integer", "float": "float", "bool": "boolean"}
 _INT64 = (-(2**63), 2**63 - 1)
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ class ColumnRule:
         return f"{what}{typed}"
 
 
-def rules_from_features(features: Iterable[Any], column_kinds: Mapping[str, str] | None = None) -> dict[str, ColumnRule]:
+def rules_from_features(
+    features: Iterable[Any], column_kinds: Mapping[str, str] | None = None
+) -> dict[str, ColumnRule]:
     """Column rules from FeatureSet features (objects with name, type, columns, transform.type).
 
     `column_kinds` are the processor's canonical training column types (`string`, `int`, `float`,
@@ -163,7 +166,9 @@ class RequestValidator:
         errors = _Errors()
         if request.k is not None and request.k > self.max_recall_k:
             errors.add(
-                ("k",), f"{request.k} is more than the limit of {self.max_recall_k} (RECPLANE_SERVE_MAX_RECALL_K)", "too_big"
+                ("k",),
+                f"{request.k} is more than the limit of {self.max_recall_k} (RECPLANE_SERVE_MAX_RECALL_K)",
+                "too_big",
             )
         row = self._section(request.user, ("user",), errors)
         context = self._section(request.context, ("context",), errors)
@@ -180,11 +185,16 @@ class RequestValidator:
     ) -> dict[str, Any]:
         loc: Loc = ("candidates", index)
         item_id = candidate.get(ITEM_ID)
-        if ITEM_ID not in candidate or item_id is None:
+        item_id_ok = False
+        if item_id is None:
             errors.add((*loc, ITEM_ID), "Field required: every candidate needs its item_id", "missing")
         elif isinstance(item_id, bool) or not isinstance(item_id, str | int):
             errors.add((*loc, ITEM_ID), f"must be a string or an integer, got {_kind_of(item_id)}", "item_id_type")
-        values = self._section(candidate, loc, errors, skip=() if ITEM_ID in self.rules else (ITEM_ID,))
+        else:
+            item_id_ok = True
+        # item_id is the candidate's identity in the response; as a model input it is checked like any column.
+        skip = () if item_id_ok and ITEM_ID in self.rules else (ITEM_ID,)
+        values = self._section(candidate, loc, errors, skip=skip)
         for key in values.keys() & shared.keys():
             errors.add((*loc, key), f"{key!r} is also given in user or context; give each column once", "duplicate_key")
         return {**shared, **values}
@@ -249,9 +259,10 @@ def _check(rule: ColumnRule, value: Any) -> tuple[str | None, Any]:
             if not _INT64[0] <= value <= _INT64[1]:
                 return f"is out of the 64-bit integer range for feature {_features(rule)}", None
             return None, value
-        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
-            return f"is out of range for feature {_features(rule)}: send it as a float", None
-        return None, value
+        if abs(value) > _FLOAT32_MAX:
+            # Model inputs are float32: a larger magnitude would reach the model as infinity.
+            return f"is out of the float32 range (±3.4e38) for feature {_features(rule)}", None
+        return None, float(value) if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1] else value
     if rule.kind == "ids":
         if not isinstance(value, list):
             return f"must be {rule.describe()} for feature {_features(rule)}, got {_kind_of(value)}", None

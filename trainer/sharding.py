@@ -9,6 +9,7 @@ checked up front so a table it cannot place fails with a message, not deep in FB
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,9 @@ from torch import nn
 from torchrec import EmbeddingBagCollection
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import KernelConfig, PlannerError, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
 
 from .dist import DistContext
@@ -25,6 +27,7 @@ from .errors import ShardingError
 
 # FBGEMM's fused (optimizer-in-backward) embedding kernels read rows in 4-column vectors.
 COLUMN_ALIGNMENT = 4
+DENSE_RESERVATION = 0.15
 CPU_SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
 _TYPES = {
     "table_wise": ShardingType.TABLE_WISE.value,
@@ -132,13 +135,16 @@ def plan_sharding(model: nn.Module, sharding: str, ctx: DistContext, batch_size:
     """The plan every rank agrees on (computed by the planner on rank 0 and broadcast)."""
     tables = embedding_tables(model)
     check_placeable(tables, sharding)
-    topology = Topology(
-        world_size=ctx.world_size,
-        compute_device=ctx.device.type,
-        local_world_size=_local_world_size(ctx),
+    topology = TopologyFactory.create_topology(
+        TrainerConfig(world_size=ctx.world_size, local_world_size=_local_world_size(ctx)),
+        kernel_config=KernelConfig(compute_device=ctx.device.type),
     )
     planner = EmbeddingShardingPlanner(
-        topology=topology, batch_size=batch_size, constraints=constraints(tables, sharding, ctx)
+        topology=topology,
+        batch_size=batch_size,
+        constraints=constraints(tables, sharding, ctx),
+        # Keep a fixed share of each device for dense parts and activations.
+        storage_reservation=FixedPercentageStorageReservation(DENSE_RESERVATION),
     )
     try:
         return planner.collective_plan(model, _sharders(), ctx.process_group)
@@ -152,13 +158,16 @@ def plan_sharding(model: nn.Module, sharding: str, ctx: DistContext, batch_size:
 
 def shard_model(module: nn.Module, plan: ShardingPlan, ctx: DistContext) -> DistributedModelParallel:
     """Wrap `module` (tables on `meta`, dense layers materialised) in DistributedModelParallel."""
-    return DistributedModelParallel(
-        module,
-        env=ShardingEnv.from_process_group(ctx.process_group),
-        device=ctx.device,
-        plan=plan,
-        sharders=_sharders(),  # type: ignore[arg-type]
-    )
+    with warnings.catch_warnings():
+        # DMP passes DDP the (deprecated) broadcast_buffers=False; buffers are averaged by weights.average_buffers.
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+        return DistributedModelParallel(
+            module,
+            env=ShardingEnv.from_process_group(ctx.process_group),
+            device=ctx.device,
+            plan=plan,
+            sharders=_sharders(),  # type: ignore[arg-type]
+        )
 
 
 def describe_plan(plan: ShardingPlan, tables: list[Table]) -> dict[str, Any]:

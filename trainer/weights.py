@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,9 @@ from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from .dist import DistContext
+
+# TorchRec's sharded modules still hand out ShardedTensor state; its deprecation notice is not ours to act on.
+warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
 
 _ROW_BLOCK = 65_536
 # Pairwise interactions start small so FM terms do not swamp the first-order ones; first-order

@@ -34,6 +34,8 @@ class ServingPlan:
     """Desired objects, in the order to apply them."""
     delete: list[tuple[str, str, str]] = field(default_factory=list)
     """(apiVersion, kind, name) of children that must not exist (a removed canary)."""
+    min_replicas: int = 1
+    """Replicas the stable Deployment starts with, before the autoscaler takes over."""
 
 
 def stable_name(name: str) -> str:
@@ -171,7 +173,7 @@ def build_serving(
     else:
         delete.append(("apps/v1", "Deployment", canary_name(name)))
     common.adopt(objs, resource)
-    return ServingPlan(apply=objs, delete=delete)
+    return ServingPlan(apply=objs, delete=delete, min_replicas=min_replicas)
 
 
 def canary_share(stable_replicas: int, canary_replicas_: int) -> float:

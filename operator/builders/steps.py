@@ -63,7 +63,8 @@ def build_step(resource: Mapping[str, Any], config: OperatorConfig, upstream_ver
     name, namespace = meta["name"], meta.get("namespace") or "default"
     spec = pinned_spec(kind, resource.get("spec") or {}, upstream_version)
     key = run_key(kind, spec)
-    job_name = names.dns_name(name, key[:8])
+    # The uid keeps a re-created resource from meeting the Jobs of its predecessor (deleted in the background).
+    job_name = names.dns_name(name, names.short_hash(key, meta.get("uid")))
     component = f"{STEP_COMMANDS[kind]}-step"
     labels = names.labels(kind, name, component, {names.RUN_LABEL: key, **config.extra_labels})
     owner = names.owner_key(kind, name)

@@ -44,8 +44,10 @@ def service_name(name: str) -> str:
     return names.dns_name(name, "workers")
 
 
-def job_name(name: str, key: str, attempt: int) -> str:
-    return names.dns_name(name, key[:8], str(attempt), max_len=names.JOB_NAME_MAX)
+def job_name(name: str, uid: str | None, key: str, attempt: int) -> str:
+    """`<name>-<hash of run and uid>-<attempt>`: the uid keeps a re-created TrainJob from meeting the
+    Jobs of its predecessor while those are still being deleted."""
+    return names.dns_name(name, names.short_hash(key, uid), str(attempt), max_len=names.JOB_NAME_MAX)
 
 
 def training_key(resource: Mapping[str, Any], feature_set_version: str | None) -> str:
@@ -85,7 +87,7 @@ def build_training(
     dist = spec.get("distributed") or {}
     workers = int(dist.get("workers", 1))
     procs = int(dist.get("procsPerWorker", 2))
-    jname = job_name(name, key, attempt)
+    jname = job_name(name, meta.get("uid"), key, attempt)
     svc = service_name(name)
     labels = names.labels(
         "TrainJob",

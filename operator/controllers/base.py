@@ -82,7 +82,7 @@ class Upstream:
 
 def waiting(reason: str, message: str, delay: float, warning: bool = False, permanent: bool = False) -> Verdict:
     return Verdict(
-        phase="Waiting",
+        phase="Failed" if permanent else "Waiting",
         reason=reason,
         message=message,
         warning=warning,
@@ -243,6 +243,10 @@ def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0) ->
             new = status.build_status(verdict, {}, previous, generation)
             ctx.kube.patch_status(obj, new)
         if status.event_due(previous, new):
+            level = logging.WARNING if status.event_type(verdict) == "Warning" else logging.INFO
+            log.log(
+                level, "%s %s/%s is %s (%s): %s", kind, namespace, name, verdict.phase, verdict.reason, verdict.message
+            )
             ctx.events(obj, status.event_type(verdict), verdict.reason, verdict.message)
         return verdict
     raise Conflict(409, "Conflict", f"{kind} {namespace}/{name} kept changing while its status was written")

@@ -2,12 +2,13 @@
 
 Which version is served follows `spec.model`: a pinned `trainJobRef.version`, the
 TrainJob's latest or promoted version, or a stored model URI. Every change of the
-served version is recorded in `status.history`; `recplane rollback` pins the
-previous entry again.
+served version is recorded in `status.history`; `recplane rollback` pins an
+earlier entry again (a spec change like any other).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from recplane.operator.status import Verdict, now_rfc3339
 
 Obj = dict[str, Any]
 MAX_HISTORY = 20
+CREATE_MANAGER = "recplane-operator-create"
 
 
 def _versions(tj_status: Mapping[str, Any]) -> dict[str, str]:
@@ -54,7 +56,6 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
     canary_spec = spec.get("canary") or {}
     want_canary = canary_spec.get("version") if int(canary_spec.get("weight") or 0) > 0 else None
     delay = ctx.config.backoff(retry, base=15.0)
-    rollback_to = ((obj.get("metadata") or {}).get("annotations") or {}).get(names.ROLLBACK_ANNOTATION)
 
     if model.get("uri"):
         uri = str(model["uri"])
@@ -81,7 +82,7 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
         canary = None
         if want_canary:
             canary = ModelRef(want_canary, uri.rstrip("/").rsplit("/", 1)[0] + f"/{want_canary}/")
-        return stable, canary, "rollback" if rollback_to == version else "uri", None
+        return stable, canary, "uri", None
 
     ref = refs.upstream_ref(obj)
     assert ref is not None  # the schema requires trainJobRef or uri
@@ -133,7 +134,7 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
         canary = _lookup(ctx, namespace, ref.name, tj_status, want_canary)
         if canary is None:
             return stable, None, why, _not_found("spec.canary.version", want_canary, ref.name, tj_status, delay)
-    return stable, canary, "rollback" if rollback_to == chosen else why, None
+    return stable, canary, why, None
 
 
 def reconcile_serving(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]:
@@ -160,6 +161,13 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]
             uid,
         )
     }
+    stable_dep = stable_name(name)
+    if stable_dep not in existing:
+        # Created at the autoscaler's minimum, by a plain create: later applies leave `replicas` out, and
+        # the field stays with the creator (then the autoscaler) instead of falling back to 1.
+        first = copy.deepcopy(next(o for o in plan.apply if o["kind"] == "Deployment"))
+        first["spec"]["replicas"] = plan.min_replicas
+        ctx.kube.create(first, field_manager=CREATE_MANAGER)
     applied = {o["metadata"]["name"] + "/" + o["kind"]: ctx.kube.apply(o) for o in plan.apply}
     for api_version, del_kind, del_name in plan.delete:
         if del_name in existing:
@@ -176,7 +184,7 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]
         history=history[-MAX_HISTORY:],
     )
 
-    deps = [applied[f"{stable_name(name)}/Deployment"]]
+    deps = [applied[f"{stable_dep}/Deployment"]]
     if canary is not None:
         deps.append(applied[f"{canary_name(name)}/Deployment"])
     ready = sum(int((d.get("status") or {}).get("readyReplicas") or 0) for d in deps)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
+from pydantic import BaseModel
 
 from . import GROUP, KINDS, VERSION, Kind
 
@@ -60,8 +61,7 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
         props = node.get("properties")
         additional = node.get("additionalProperties")
         if props is not None:
-            required = set(node.get("required", []))
-            node["properties"] = {k: _defaulted(v) if k not in required else _structural(v) for k, v in props.items()}
+            node["properties"] = {k: _structural(v) for k, v in props.items()}
             node.pop("additionalProperties", None)
         elif isinstance(additional, dict) and additional:
             node["additionalProperties"] = _structural(additional)
@@ -75,19 +75,49 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _defaulted(prop: dict[str, Any]) -> dict[str, Any]:
-    """An optional sub-object with defaults inside defaults to `{}` so the API
-    server fills its fields, as the models do (pydantic's default_factory)."""
-    optional = "anyOf" in prop or "default" in prop
-    out = _structural(prop)
-    if not optional and out.get("type") == "object" and "properties" in out:
-        out["default"] = {}
-    return out
+def _model_classes(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every model reachable from `root`, by the name pydantic gives its `$defs` entry."""
+    found: dict[str, type[BaseModel]] = {}
+    todo = [root]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ in found:
+            continue
+        found[cls.__name__] = cls
+        for f in cls.model_fields.values():
+            for arg in [f.annotation, *get_args(f.annotation)]:
+                for inner in [arg, *get_args(arg)]:
+                    if isinstance(inner, type) and issubclass(inner, BaseModel):
+                        todo.append(inner)
+    return found
 
 
-def openapi_schema(model: type) -> dict[str, Any]:
+def _fill_object_defaults(node: Any, classes: dict[str, type[BaseModel]]) -> None:
+    """Give sub-objects built by pydantic's default_factory the same default in the CRD.
+
+    The default is the whole defaulted object (not `{}`), so the API server
+    stores the same values the models fill in, and the CEL rules, which the
+    server checks against the default itself, hold for it.
+    """
+    if isinstance(node, dict):
+        required = set(node.get("required", []))
+        for key, prop in node.get("properties", {}).items():
+            ref = prop.get("$ref") if isinstance(prop, dict) else None
+            if ref and key not in required and "default" not in prop:
+                cls = classes.get(ref.split("/")[-1])
+                if cls is not None:
+                    prop["default"] = cls().model_dump(by_alias=True, exclude_none=True, mode="json")
+        for value in node.values():
+            _fill_object_defaults(value, classes)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_object_defaults(value, classes)
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A structural OpenAPI v3 schema for a pydantic model."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    _fill_object_defaults(raw, _model_classes(model))
     defs = raw.pop("$defs", {})
     return _structural(_inline(raw, defs))
 

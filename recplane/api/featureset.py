@@ -45,7 +45,7 @@ class Transform(ApiModel):
     max_size: int = Field(
         default=1_000_000, ge=1, description="Vocabulary: most frequent ids kept; the rest map to OOV."
     )
-    boundaries: list[float] | None = Field(default=None, max_length=10_000, description="Bucketize: sorted boundaries.")
+    boundaries: list[float] | None = Field(default=None, max_length=1_000, description="Bucketize: sorted boundaries.")
     num_quantiles: int = Field(default=16, ge=2, le=1024, description="Quantile: number of equal-frequency buckets.")
 
 

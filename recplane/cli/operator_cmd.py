@@ -1,7 +1,4 @@
-"""`recplane operator`: run the operator, or print what installing it takes.
-
-`rollback` is the `recplane rollback` command (mounted at the top level).
-"""
+"""`recplane operator`: run the operator, or print what installing it takes."""
 
 from __future__ import annotations
 
@@ -28,6 +25,7 @@ def run(
     peering: str = typer.Option("recplane", help="kopf peering object used for leader election between replicas."),
     standalone: bool = typer.Option(False, help="No leader election (exactly one replica must run)."),
     priority: int | None = typer.Option(None, help="Peering priority; default random, so one replica wins."),
+    peering_lifetime: int = typer.Option(60, help="Seconds before a crashed replica's peering entry expires."),
     kubeconfig: Path | None = typer.Option(None, envvar="KUBECONFIG", help="Default: in-cluster credentials."),
     trainer_image: str | None = typer.Option(None, envvar="RECPLANE_TRAINER_IMAGE", help="Steps and workers."),
     serving_image: str | None = typer.Option(None, envvar="RECPLANE_SERVING_IMAGE", help="Serving pods."),
@@ -66,6 +64,7 @@ def run(
         namespaces=tuple(namespace),
         peering=None if standalone else peering,
         priority=priority,
+        peering_lifetime=peering_lifetime,
         metrics_port=metrics_port or None,
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
         kubeconfig=str(kubeconfig) if kubeconfig else None,
@@ -99,32 +98,5 @@ def manifests(
         sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
 
 
-def rollback(
-    name: str = typer.Argument(..., help="The ModelDeployment."),
-    namespace: str = typer.Option("default", "--namespace", "-n"),
-    to: str | None = typer.Option(None, "--to", help="Version to serve; default: the previous one in history."),
-    kubeconfig: Path | None = typer.Option(None, envvar="KUBECONFIG"),
-) -> None:
-    """Serve the previous model version of a ModelDeployment again (pins it in the spec)."""
-    from recplane.api import API_VERSION
-    from recplane.operator.kube import ApiError, Kube, api_client
-    from recplane.operator.rollback import RollbackError, rollback_patch
-
-    kube = Kube(api_client(str(kubeconfig) if kubeconfig else None))
-    try:
-        md = kube.get(API_VERSION, "ModelDeployment", namespace, name)
-        if md is None:
-            err.print(f"[red]error:[/red] ModelDeployment {name!r} not found in namespace {namespace!r}")
-            raise typer.Exit(1)
-        patch = rollback_patch(md, to)
-        kube.merge_patch(API_VERSION, "ModelDeployment", namespace, name, patch)
-    except RollbackError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except ApiError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    target = patch["metadata"]["annotations"]
-    version = next(iter(target.values()))
-    current = (md.get("status") or {}).get("currentVersion")
-    Console().print(f"modeldeployment/{name}: rolling back from {current} to {version}")
+if __name__ == "__main__":
+    app()

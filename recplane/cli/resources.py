@@ -54,14 +54,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Cluster verbs for recplane resources.")
 
-# Labels the operator puts on the pods it runs for a resource (see operator/builders).
-POD_LABEL = {
-    "SampleSet": "recplane.io/sampleset",
-    "FeatureSet": "recplane.io/featureset",
-    "TrainJob": "recplane.io/trainjob",
-    "ModelDeployment": "recplane.io/modeldeployment",
-}
-RANK_LABEL = "recplane.io/rank"
+# Kubernetes labels each pod of an Indexed Job with its index; a TrainJob worker's index is its node rank.
+JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 ALL_KINDS_ALIASES = ("all", "recplane")
 
 
@@ -318,6 +312,8 @@ def get(
     from .cluster import not_found
 
     wanted = parse_targets(targets or [])
+    if all_namespaces and any(name for _, name in wanted):
+        raise CliError("-A lists; an object is fetched by name in one namespace: use -n instead", ExitCode.USAGE)
     cluster = _connect(namespace, context, kubeconfig)
     ns = None if all_namespaces else cluster.namespace(namespace)
     found: dict[str, list[dict[str, Any]]] = {}
@@ -766,9 +762,28 @@ def delete(
 
 
 def pod_selector(kind: Kind, name: str, rank: int) -> str:
-    """The label selector of the pods the operator runs for a resource (a TrainJob: one rank)."""
-    selector = f"{POD_LABEL[kind.kind]}={name}"
-    return f"{selector},{RANK_LABEL}={rank}" if kind.kind == "TrainJob" else selector
+    """The label selector of the pods the operator runs for a resource (a TrainJob: its workers of one rank).
+
+    The labels are the operator's own (recplane.operator.names), so both always agree.
+    """
+    from recplane.operator import names
+
+    match = names.selector_labels(kind.kind, name)
+    if kind.kind == "TrainJob":
+        match = {**match, names.ROLE_LABEL: "worker", JOB_COMPLETION_INDEX: str(rank)}
+    return names.label_selector(match)
+
+
+def newest_first(pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods by restart attempt (the operator's attempt label), then creation time, newest first."""
+    from recplane.operator import names
+
+    def key(pod: dict[str, Any]) -> tuple[int, str, str]:
+        meta = pod["metadata"]
+        attempt = (meta.get("labels") or {}).get(names.ATTEMPT_LABEL, "0")
+        return (int(attempt) if attempt.isdigit() else 0, meta.get("creationTimestamp") or "", meta["name"])
+
+    return sorted(pods, key=key, reverse=True)
 
 
 def _default_container(pod: dict[str, Any]) -> str | None:
@@ -821,9 +836,7 @@ def logs(
     ns = cluster.namespace(namespace)
     cluster.get(kind, name, ns)  # a missing resource says so, not "no pods"
     selector = pod_selector(kind, name, rank)
-    pods = sorted(
-        cluster.pods(ns, selector), key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"])
-    )
+    pods = newest_first(cluster.pods(ns, selector))
     if not pods:
         which = f" rank {rank}" if kind.kind == "TrainJob" else ""
         raise CliError(
@@ -831,8 +844,9 @@ def logs(
             f"see `recplane describe {kind.short}/{name}` for why",
             ExitCode.NOT_FOUND,
         )
-    if kind.kind != "ModelDeployment":
-        pods = pods[-1:]  # the newest: earlier ones belong to restarts or older data versions
+    # A deployment: every replica, stable and canary. Otherwise the newest pod: older ones
+    # belong to restarted attempts or earlier data versions.
+    pods = sorted(pods, key=lambda p: str(p["metadata"]["name"])) if kind.kind == "ModelDeployment" else pods[:1]
 
     def chunks(pod: dict[str, Any]) -> Iterator[bytes]:
         return cluster.pod_log(  # type: ignore[no-any-return]

@@ -55,14 +55,20 @@ def serve(
         ),
     ],
     port: Annotated[int, typer.Option("--port", "-p", envvar="RECPLANE_SERVE_PORT", min=1, max=65535)] = 3000,
-    host: Annotated[str, typer.Option("--host", envvar="RECPLANE_SERVE_HOST", help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", envvar="RECPLANE_SERVE_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
     variant: Annotated[
         str | None,
-        typer.Option("--variant", help="fp32 or int8 [default: $RECPLANE_MODEL_VARIANT, else fp32].", show_default=False),
+        typer.Option(
+            "--variant", help="fp32 or int8 [default: $RECPLANE_MODEL_VARIANT, else fp32].", show_default=False
+        ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=1, help="Server processes [default: $RECPLANE_SERVE_WORKERS, else 1].", show_default=False),
+        typer.Option(
+            "--workers", min=1, help="Server processes [default: $RECPLANE_SERVE_WORKERS, else 1].", show_default=False
+        ),
     ] = None,
     access_log: Annotated[
         bool,

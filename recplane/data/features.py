@@ -23,6 +23,7 @@ Everything is vectorised with pyarrow.compute and numpy; nothing loops per row.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,6 +124,34 @@ class TransformedBatch:
 
 
 # ---- per-feature encoders -----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    """What the encoders need of a Feature, read straight from the artifact's wire format (validated at fit time)."""
+
+    name: str
+    group: str
+    type: str
+    columns: tuple[str, ...]
+    transform: str
+    buckets: int
+    embedding_dim: int | None
+    pooling: str
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> _Spec:
+        transform = wire["transform"]
+        return cls(
+            name=wire["name"],
+            group=wire["group"],
+            type=wire["type"],
+            columns=tuple(wire["columns"]),
+            transform=transform["type"],
+            buckets=int(transform.get("buckets") or 0),
+            embedding_dim=wire.get("embeddingDim"),
+            pooling=wire.get("pooling", "sum"),
+        )
+
+
 @dataclass
 class _Encoded:
     ids: np.ndarray  # int64 [n values]
@@ -160,17 +189,22 @@ def _with_missing(encoded: np.ndarray, lengths: np.ndarray) -> _Encoded:
 
 
 class _SparseEncoder:
-    def __init__(self, feature: Feature, params: Mapping[str, Any], vocabulary: pa.Table | None) -> None:
+    def __init__(self, feature: _Spec, params: Mapping[str, Any], vocabulary: pa.Table | None) -> None:
         self.feature = feature
-        self.t = feature.transform.type
+        self.t = feature.transform
         self.multi_hot = feature.type == "multi_hot"
-        self.buckets = feature.transform.buckets or 0
+        self.buckets = feature.buckets
         self.boundaries = np.asarray(params.get("boundaries") or [], dtype=np.float64)
         self.num_embeddings = int(params["numEmbeddings"])
+        self._cached: tuple[pa.Array, np.ndarray] | None = None
         if self.t == "vocabulary":
             if vocabulary is None:
                 raise ValueError(f"feature {feature.name}: vocabulary missing from the feature spec")
-            hashes, _ = hash_array(vocabulary["value"])
+            # Hashes computed while fitting come along; a loaded artifact recomputes them from the values.
+            if "hash" in vocabulary.column_names:
+                hashes = vocabulary["hash"].to_numpy()
+            else:
+                hashes, _ = hash_array(vocabulary["value"])
             order = np.argsort(hashes, kind="stable")
             self.vocab_hashes = hashes[order]
             self.vocab_ids = (order + FIRST_VOCAB_ID).astype(np.int64)
@@ -191,28 +225,76 @@ class _SparseEncoder:
             return _Encoded(ids, None)
         return _with_missing(ids, lengths)
 
-    def _ids(self, values: pa.Array) -> np.ndarray:
+    def _ids(self, values: pa.Array, distinct: bool = False) -> np.ndarray:
+        """Ids of `values`; `distinct`: the values are already unique (a dictionary)."""
+        if pa.types.is_dictionary(values.type):
+            return _gather_dictionary(values, self._dictionary_ids)
         if self.t in ("bucketize", "quantile"):
             x, nulls = _numbers(values)
             ids = np.searchsorted(self.boundaries, x, side="right").astype(np.int64) + 1
             ids[nulls] = MISSING_ID
             return ids
+        if not distinct and len(values) > _ENCODE_ABOVE and _is_text(values.type):
+            # Hash and look up each distinct string once (same result, far less work).
+            return _gather_dictionary(pc.dictionary_encode(values), self._distinct_ids)
         h, nulls = hash_array(values)
-        if self.t == "hash":
-            ids = (h % np.uint64(self.buckets)).astype(np.int64) + 1
-        else:  # vocabulary
-            if len(self.vocab_hashes) == 0:
-                ids = np.full(len(h), OOV_ID, dtype=np.int64)
-            else:
-                pos = np.minimum(np.searchsorted(self.vocab_hashes, h), len(self.vocab_hashes) - 1)
-                ids = np.where(self.vocab_hashes[pos] == h, self.vocab_ids[pos], OOV_ID)
+        ids = (h % np.uint64(self.buckets)).astype(np.int64) + 1 if self.t == "hash" else self.lookup(h)
         ids[nulls] = MISSING_ID
         return ids
 
+    def _distinct_ids(self, values: pa.Array) -> np.ndarray:
+        return self._ids(values, distinct=True)
+
+    def _dictionary_ids(self, dictionary: pa.Array) -> np.ndarray:
+        # Parquet row groups share one dictionary across the batches read from them: map it once.
+        if self._cached is not None and _same_memory(self._cached[0], dictionary):
+            return self._cached[1]
+        ids = self._distinct_ids(dictionary)
+        self._cached = (dictionary, ids)
+        return ids
+
+    def lookup(self, h: np.ndarray) -> np.ndarray:
+        """Vocabulary ids of uint64 hashes (OOV_ID when absent)."""
+        if len(self.vocab_hashes) == 0:
+            return np.full(len(h), OOV_ID, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.vocab_hashes, h), len(self.vocab_hashes) - 1)
+        return np.where(self.vocab_hashes[pos] == h, self.vocab_ids[pos], OOV_ID)
+
+
+_ENCODE_ABOVE = 2048
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t))
+
+
+def _same_memory(a: pa.Array, b: pa.Array) -> bool:
+    """True when two arrays view the very same buffers (`a` is held alive, so its addresses stay unique)."""
+    if len(a) != len(b) or a.offset != b.offset or a.type != b.type:
+        return False
+    return [x.address if x is not None else 0 for x in a.buffers()] == [
+        x.address if x is not None else 0 for x in b.buffers()
+    ]
+
+
+def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any) -> np.ndarray:
+    """Ids of a dictionary array: computed once per dictionary entry, then gathered by index."""
+    per_entry = np.append(ids_of(values.dictionary), np.int64(MISSING_ID))
+    indices = values.indices
+    idx = np.frombuffer(
+        indices.buffers()[1],
+        dtype=indices.type.to_pandas_dtype(),
+        count=len(indices),
+        offset=indices.offset * indices.type.byte_width,
+    )
+    if indices.null_count:
+        idx = np.where(indices.is_valid().to_numpy(zero_copy_only=False), idx, len(per_entry) - 1)
+    return per_entry[idx]
+
 
 class _DenseEncoder:
-    def __init__(self, feature: Feature, params: Mapping[str, Any]) -> None:
-        self.t = feature.transform.type
+    def __init__(self, feature: _Spec, params: Mapping[str, Any]) -> None:
+        self.t = feature.transform
         self.mean = float(params.get("mean") or 0.0)
         std = float(params.get("std") or 0.0)
         self.std = std if std > 1e-12 else 1.0
@@ -241,13 +323,13 @@ class FeatureProcessor:
         self.column_kinds: dict[str, str] = dict(config["columns"])
         self.label_column: str | None = config.get("labelColumn")
         self.weight_column: str | None = config.get("weightColumn")
-        self.features: list[Feature] = []
+        self._specs: list[_Spec] = []
         self._sparse: list[tuple[SparseFeature, _SparseEncoder]] = []
         self._dense: list[tuple[str, str, _DenseEncoder]] = []
         for entry in config["features"]:
-            feature = Feature.model_validate(entry["feature"])
+            feature = _Spec.from_wire(entry["feature"])
             params = entry.get("params", {})
-            self.features.append(feature)
+            self._specs.append(feature)
             if feature.type == "dense":
                 self._dense.append((feature.name, feature.columns[0], _DenseEncoder(feature, params)))
                 continue
@@ -255,8 +337,8 @@ class FeatureProcessor:
             info = SparseFeature(
                 name=feature.name,
                 group=feature.group,
-                columns=tuple(feature.columns),
-                transform=feature.transform.type,
+                columns=feature.columns,
+                transform=feature.transform,
                 num_embeddings=encoder.num_embeddings,
                 embedding_dim=feature.embedding_dim,
                 pooling=feature.pooling,
@@ -265,6 +347,11 @@ class FeatureProcessor:
             self._sparse.append((info, encoder))
 
     # -- description
+    @functools.cached_property
+    def features(self) -> list[Feature]:
+        """The catalog's Feature specs, in order."""
+        return [Feature.model_validate(e["feature"]) for e in self.config["features"]]
+
     @property
     def sparse_features(self) -> list[SparseFeature]:
         return [s for s, _ in self._sparse]
@@ -276,13 +363,13 @@ class FeatureProcessor:
     @property
     def groups(self) -> dict[str, str]:
         """Feature name -> group (id, reader, author, context, environment, material)."""
-        return {f.name: f.group for f in self.features}
+        return {f.name: f.group for f in self._specs}
 
     @property
     def input_columns(self) -> list[str]:
         """The raw columns the features read, in first-use order."""
         seen: dict[str, None] = {}
-        for f in self.features:
+        for f in self._specs:
             for c in f.columns:
                 seen.setdefault(c, None)
         return list(seen)
@@ -323,6 +410,14 @@ class FeatureProcessor:
             labels=self._optional_float(data, self.label_column),
             weights=self._optional_float(data, self.weight_column),
         )
+
+    def sparse_ids(self, data: pa.Table | pa.RecordBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The ids of some sparse features only (flattened for multi-hot), e.g. to measure OOV rates."""
+        out = {}
+        for info, encoder in self._sparse:
+            if info.name in names:
+                out[info.name] = encoder.encode([self._column(data, c) for c in info.columns]).ids
+        return out
 
     def transform_rows(self, rows: Sequence[Mapping[str, Any]]) -> TransformedBatch:
         """The serving path: raw events as dicts (missing keys = missing values) -> model inputs."""
@@ -365,7 +460,7 @@ class FeatureProcessor:
         for name, vocab in self.vocabularies.items():
             rel = self.params(name)["vocabulary"]
             (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(vocab, directory / rel)
+            pq.write_table(vocab.select(["value", "count"]), directory / rel)
         (directory / FEATURE_SPEC_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True))
 
     @classmethod

@@ -36,6 +36,7 @@ from .features import (
     VOCAB_DIR,
     FeatureProcessor,
     _flatten,
+    _same_memory,
     column_kind,
 )
 from .hashing import HASH_NAME, combine, hash_array
@@ -97,7 +98,7 @@ class _Accumulator:
         self.rows = 0
         self.missing = 0
 
-    def values(self, batch: pa.RecordBatch) -> pa.Array:
+    def values_of(self, batch: pa.RecordBatch) -> pa.Array:
         """The feature's (flattened) values in `batch`, counting rows and missing values."""
         col = _as_array(batch.column(self.feature.columns[0]))
         self.rows += len(col)
@@ -120,48 +121,83 @@ class _Accumulator:
 
 
 class _VocabularyAccumulator(_Accumulator):
+    """Value counts keyed by the stable hash (cheap to group on). Each hash keeps the position of one
+    original value in `values`, so the strings are never grouped, only gathered."""
+
     def __init__(self, index: int, feature: Feature, value_type: pa.DataType) -> None:
         super().__init__(index, feature)
         self.value_type = value_type
-        self.parts: list[pa.Table] = []
+        self.parts: list[pa.Table] = []  # (hash, count, vidx)
+        self.values: list[pa.Array] = []
+        self.n_values = 0
         self.pending = 0
+        self.current: tuple[pa.Array, np.ndarray] | None = None
 
     def update(self, batch: pa.RecordBatch) -> None:
-        values = self.values(batch)
-        if pa.types.is_dictionary(values.type):
-            idx = pc.drop_null(values.indices).to_numpy(zero_copy_only=False)
-            counts = np.bincount(idx, minlength=len(values.dictionary))
-            used = np.flatnonzero(counts)
-            keys = values.dictionary.take(pa.array(used))
-            part = pa.table({"value": keys.cast(self.value_type), "count": pa.array(counts[used], pa.int64())})
-        else:
-            vc = pc.value_counts(pc.drop_null(values))
-            part = pa.table(
-                {"value": vc.field("values").cast(self.value_type), "count": vc.field("counts").cast(pa.int64())}
-            )
-        part = part.filter(pc.is_valid(part["value"]))
+        values = self.values_of(batch)
+        if not pa.types.is_dictionary(values.type):
+            values = pc.dictionary_encode(values)
+        dictionary = values.dictionary
+        counts = np.bincount(_valid_indices(values.indices), minlength=len(dictionary))
+        # Batches of one Parquet row group share its dictionary: count across them, flush once.
+        if self.current is not None and _same_memory(self.current[0], dictionary):
+            self.current[1][: len(counts)] += counts
+            return
+        self._flush()
+        self.current = (dictionary, counts.astype(np.int64))
+
+    def _flush(self) -> None:
+        if self.current is None:
+            return
+        dictionary, counts = self.current
+        self.current = None
+        used = np.flatnonzero(counts)
+        if len(used) < len(dictionary):
+            dictionary = dictionary.take(pa.array(used))
+        hashes, nulls = hash_array(dictionary)
+        vidx = np.arange(self.n_values, self.n_values + len(used), dtype=np.int64)
+        part = pa.table({"hash": pa.array(hashes), "count": pa.array(counts[used]), "vidx": pa.array(vidx)})
+        if nulls.any():
+            part = part.filter(pa.array(~nulls))
         self.parts.append(part)
+        self.values.append(dictionary.cast(self.value_type))
+        self.n_values += len(used)
         self.pending += part.num_rows
         if self.pending > _MERGE_ROWS:
             self._merge()
 
-    def _merge(self) -> pa.Table:
+    def _merge(self) -> tuple[pa.Table, pa.Array]:
+        self._flush()
         if not self.parts:
-            merged = pa.table({"value": pa.array([], self.value_type), "count": pa.array([], pa.int64())})
-        elif len(self.parts) == 1:
-            merged = self.parts[0]
-        else:
-            grouped = pa.concat_tables(self.parts).group_by("value", use_threads=False).aggregate([("count", "sum")])
-            merged = pa.table({"value": grouped["value"], "count": grouped["count_sum"]})
-        self.parts, self.pending = [merged], merged.num_rows
-        return merged
+            merged = pa.table(
+                {"hash": pa.array([], pa.uint64()), "count": pa.array([], pa.int64()), "vidx": pa.array([], pa.int64())}
+            )
+            return merged, pa.array([], self.value_type)
+        if len(self.parts) > 1:
+            grouped = (
+                pa.concat_tables(self.parts)
+                .group_by("hash", use_threads=False)
+                .aggregate([("count", "sum"), ("vidx", "min")])
+            )
+            kept_values = pa.concat_arrays(self.values).take(grouped["vidx_min"])
+            merged = pa.table(
+                {
+                    "hash": grouped["hash"],
+                    "count": grouped["count_sum"],
+                    "vidx": pa.array(np.arange(grouped.num_rows, dtype=np.int64)),
+                }
+            )
+            self.parts, self.values, self.n_values = [merged], [kept_values], grouped.num_rows
+        self.pending = self.parts[0].num_rows
+        return self.parts[0], self.values[0]
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Any], pa.Table | None]:
         t = self.feature.transform
-        counts = self._merge()
+        counts, values = self._merge()
         total = int(pc.sum(counts["count"]).as_py() or 0)
-        ordered = counts.sort_by([("count", "descending"), ("value", "ascending")])
-        kept = ordered.filter(pc.greater_equal(ordered["count"], t.min_count)).slice(0, t.max_size)
+        # Most frequent first; ties broken by the hash, so the order never depends on batch order.
+        kept = counts.filter(pc.greater_equal(counts["count"], t.min_count))
+        kept = kept.sort_by([("count", "descending"), ("hash", "ascending")]).slice(0, t.max_size)
         kept_count = int(pc.sum(kept["count"]).as_py() or 0)
         stats = self.base_stats()
         stats["cardinality"] = counts.num_rows
@@ -171,7 +207,20 @@ class _VocabularyAccumulator(_Accumulator):
             "vocabulary": f"{VOCAB_DIR}/{self.feature.name}.parquet",
             "vocabularySize": kept.num_rows,
         }
-        return params, stats, kept.combine_chunks()
+        vocab = pa.table({"value": values.take(kept["vidx"]), "count": kept["count"], "hash": kept["hash"]})
+        return params, stats, vocab.combine_chunks()
+
+
+def _valid_indices(indices: pa.Array) -> np.ndarray:
+    """The non-null entries of a dictionary's index array, as numpy (no copy when there are no nulls)."""
+    if indices.null_count:
+        indices = pc.drop_null(indices)
+    return np.frombuffer(
+        indices.buffers()[1],
+        dtype=indices.type.to_pandas_dtype(),
+        count=len(indices),
+        offset=indices.offset * indices.type.byte_width,
+    )
 
 
 class _SketchAccumulator(_Accumulator):
@@ -194,7 +243,7 @@ class _SketchAccumulator(_Accumulator):
             self.missing += int(any_null.sum())
             self.hll.add(combine(list(hashes))[~any_null])
             return
-        values = self.values(batch)
+        values = self.values_of(batch)
         self.hll.add(_distinct_hashes(values))
         if f.transform.type == "quantile":
             x = pc.drop_null(values).cast(pa.float64()).to_numpy(zero_copy_only=False)
@@ -234,7 +283,7 @@ class _DenseAccumulator(_Accumulator):
         self.m2 = 0.0
 
     def update(self, batch: pa.RecordBatch) -> None:
-        values = self.values(batch)
+        values = self.values_of(batch)
         x = pc.drop_null(values).cast(pa.float64()).to_numpy(zero_copy_only=False)
         if len(x) == 0:
             return
@@ -317,7 +366,10 @@ def fit_processor(
     accumulators = [_accumulator(i, f, schema) for i, f in enumerate(spec.features)]
     columns = list(kinds)
     with RowProgress("computing feature statistics", split_rows(samples, "train")) as progress:
-        for batch in iter_record_batches(store, samples, "train", batch_rows, columns=columns, dictionary_strings=True):
+        batches = iter_record_batches(
+            store, samples, "train", batch_rows, columns=columns, dictionary_strings=True, exact=False
+        )
+        for batch in batches:
             for acc in accumulators:
                 acc.update(batch)
             progress.advance(batch.num_rows)
@@ -347,27 +399,19 @@ def fit_processor(
 
 def _validation_oov(processor: FeatureProcessor, store: Store, samples: Manifest, batch_rows: int) -> None:
     """Replace the vocabularies' training OOV rate with the rate on the validation split."""
-    vocab = [f for f in processor.sparse_features if f.transform == "vocabulary"]
-    if not vocab or split_rows(samples, "validation") == 0:
+    names = [f.name for f in processor.sparse_features if f.transform == "vocabulary"]
+    if not names or split_rows(samples, "validation") == 0:
         return
-    only = FeatureProcessor(
-        {
-            **processor.config,
-            "features": [e for e in processor.config["features"] if e["feature"]["name"] in {f.name for f in vocab}],
-        },
-        processor.vocabularies,
+    columns = sorted({c for f in processor.sparse_features if f.name in names for c in f.columns})
+    present = dict.fromkeys(names, 0)
+    oov = dict.fromkeys(names, 0)
+    batches = iter_record_batches(
+        store, samples, "validation", batch_rows, columns=columns, dictionary_strings=True, exact=False
     )
-    present = dict.fromkeys((f.name for f in vocab), 0)
-    oov = dict.fromkeys((f.name for f in vocab), 0)
-    columns = only.input_columns
-    for batch in iter_record_batches(
-        store, samples, "validation", batch_rows, columns=columns, dictionary_strings=True
-    ):
-        out = only.transform(batch)
-        for f in vocab:
-            ids, _ = out.ids(f.name)
-            present[f.name] += int((ids != MISSING_ID).sum())
-            oov[f.name] += int((ids == OOV_ID).sum())
+    for batch in batches:
+        for name, ids in processor.sparse_ids(batch, names).items():
+            present[name] += int((ids != MISSING_ID).sum())
+            oov[name] += int((ids == OOV_ID).sum())
     for entry in processor.config["features"]:
         name = entry["feature"]["name"]
         if present.get(name):

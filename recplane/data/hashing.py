@@ -75,6 +75,11 @@ def _hash_strings(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     max_len = int(lengths.max())
     if max_len == 0:
         return fmix64(h)
+    if max_len <= 8 and int(lengths.min()) == max_len:
+        # Fixed-width ids (hex digests, zero-padded numbers): one word per value, read in place.
+        word = np.zeros((n, 8), dtype=np.uint8)
+        word[:, :max_len] = data[starts[0] : starts[0] + n * max_len].reshape(n, max_len)
+        return fmix64(fmix64(h ^ (word.view("<u8")[:, 0] + _GOLDEN)))
     # Eight shifted views let one fancy index read an unaligned little-endian word anywhere.
     padded = np.zeros(len(data) + 16, dtype=np.uint8)
     padded[: len(data)] = data

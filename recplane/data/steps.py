@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recplane.api.featureset import FeatureSetSpec, FeatureSetStatus, FeatureStats
 from recplane.api.resource import ResourceError, load_resource
@@ -32,7 +31,7 @@ from . import strategies as st
 from .errors import DataError
 from .metrics import roc_auc
 from .progress import RowProgress, log
-from .samples import SAMPLESET_KIND, resolve_sampleset
+from .samples import SAMPLESET_KIND, resolve_sampleset, write_shard
 from .sources import open_source, read_events
 
 FEATURESET_KIND = "featureset"
@@ -144,7 +143,7 @@ def _write_shards(
     for i, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
         part = table.slice(start, shard_rows)
         rel = f"{split}/part-{i:05d}.parquet"
-        pq.write_table(part, staging / rel, row_group_size=min(shard_rows, 131_072))
+        write_shard(part, staging / rel)
         out[rel] = part.num_rows
         advance(part.num_rows)
     return out

@@ -110,27 +110,15 @@ class LocalPipeline:
         return env
 
     def _train(self, res: Resource) -> Manifest:
-        spec_path = self.spec_file(res)
+        from recplane.trainer.errors import TrainError
+        from recplane.trainer.launch import run_torchrun
+
         log = self.workdir / f"train-{res.name}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={self.nproc}",
-            "-m",
-            "recplane.cli.main",
-            "step",
-            "train",
-            "--spec",
-            str(spec_path),
-        ]
-        with log.open("wb") as out:
-            proc = subprocess.run(cmd, env=self._env(), stdout=out, stderr=subprocess.STDOUT, check=False)
-        if proc.returncode != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise PipelineError(f"TrainJob {res.name} failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
-        return self.store.resolve(res.namespace, "trainjob", res.name)
+        try:
+            return run_torchrun(self.spec_file(res), self.nproc, {"RECPLANE_STORE": self.store.uri}, log_path=log)
+        except TrainError as e:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+            raise PipelineError(f"TrainJob {res.name}: {e}\n{tail}") from None
 
     def model_uri(self, res: Resource) -> str:
         model = res.spec.model  # type: ignore[attr-defined]

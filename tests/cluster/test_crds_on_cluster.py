@@ -35,7 +35,12 @@ def _tj(spec_overrides: dict[str, Any], name: str = "bad") -> dict[str, Any]:
 def test_examples_apply_and_list_under_the_recplane_category(crds_installed: None, kubectl: Any) -> None:
     kubectl("apply", "-n", NS, "-f", str(ROOT / "examples"))
     out = kubectl("get", "recplane", "-n", NS).stdout
-    for name in ("samplesets.recplane.io/feed-events", "featuresets.recplane.io/feed-features"):
+    for name in (
+        "sampleset.recplane.io/feed-events",
+        "featureset.recplane.io/feed-features",
+        "trainjob.recplane.io/feed-deepfm",
+        "modeldeployment.recplane.io/feed-ranker",
+    ):
         assert name in out
     for column in ("PHASE", "READY", "VERSION", "AGE"):
         assert column in out

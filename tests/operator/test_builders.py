@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,17 @@ def test_a_step_runs_recplane_step_over_the_mounted_spec(make, tmp_path: Path) -
 
 def test_a_step_job_is_named_by_its_input(make) -> None:
     ss = make("SampleSet", "events")
-    same = build_step(make("SampleSet", "events"), CONFIG)
+    same = build_step(copy.deepcopy(ss), CONFIG)
     assert build_step(ss, CONFIG).name == same.name  # same input: same Job, never a duplicate
-    changed = make("SampleSet", "events", spec={"source": {"format": "synthetic", "synthetic": {"events": 9000}}})
+    changed = copy.deepcopy(ss)
+    changed["spec"]["source"]["synthetic"]["events"] = 9000
     assert build_step(changed, CONFIG).name != same.name
-    retention = make("SampleSet", "events", spec={**ss["spec"], "deletionPolicy": "Delete"})
+    retention = copy.deepcopy(ss)
+    retention["spec"]["deletionPolicy"] = "Delete"
     assert build_step(retention, CONFIG).name == same.name  # deletionPolicy does not change the output
+    # A deleted and re-created resource never picks up its predecessor's Job.
+    recreated = make("SampleSet", "events")
+    assert build_step(recreated, CONFIG).key == same.key and build_step(recreated, CONFIG).name != same.name
     fs = make("FeatureSet", "features")
     assert build_step(fs, CONFIG, "v1").name != build_step(fs, CONFIG, "v2").name
 
@@ -160,7 +166,8 @@ def test_attempts_of_one_run_share_the_run_key_and_differ_by_name(make) -> None:
     tj = make("TrainJob", "ranker")
     first, second = build_training(tj, CONFIG, "fs", 0), build_training(tj, CONFIG, "fs", 1)
     assert first.key == second.key and first.name != second.name
-    more_restarts = make("TrainJob", "ranker", spec={**tj["spec"], "maxRestarts": 9})
+    more_restarts = copy.deepcopy(tj)
+    more_restarts["spec"]["maxRestarts"] = 9
     assert build_training(more_restarts, CONFIG, "fs", 0).name == first.name
     assert build_training(tj, CONFIG, "fs-new", 0).key != first.key
 

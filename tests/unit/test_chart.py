@@ -82,7 +82,9 @@ def refused(helm: Path, *sets: str) -> str:
 # ------------------------------------------------------------------------------------ lint, golden
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_helm_lint_passes(helm: Path, scenario: str) -> None:
-    proc = run_helm(helm, "lint", "--strict", str(CHART), "-f", str(SCENARIOS[scenario]), "--kube-version", KUBE_VERSION)
+    proc = run_helm(
+        helm, "lint", "--strict", str(CHART), "-f", str(SCENARIOS[scenario]), "--kube-version", KUBE_VERSION
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -287,3 +289,23 @@ def test_watched_namespaces_get_roles_and_nothing_cluster_wide(helm: Path) -> No
     (deploy,) = find(objs, "Deployment", "operator")
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
+
+
+def test_pod_monitor_selects_the_serving_pods_the_operator_builds(helm: Path) -> None:
+    from recplane.operator.builders.serving import ModelRef, build_serving
+    from recplane.operator.config import OperatorConfig
+
+    objs = render(helm, "external-store")
+    (monitor,) = find(objs, "PodMonitor")
+    md = {"metadata": {"name": "feed-ranker", "namespace": "team-a"}, "spec": {"model": {"trainJobRef": {"name": "x"}}}}
+    plan = build_serving(md, OperatorConfig(), ModelRef(version="v1", uri="s3://feeds/team-a/trainjob/x/v1"))
+    (deploy,) = [o for o in plan.apply if o["kind"] == "Deployment"]
+    pod = deploy["spec"]["template"]
+    selector = monitor["spec"]["selector"]
+    assert selector["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    for expr in selector["matchExpressions"]:
+        assert pod["metadata"]["labels"][expr["key"]] in expr["values"]
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert ports & {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["team-a", "team-b"]
+    assert not find(render(helm, "bundled-minio"), "PodMonitor")

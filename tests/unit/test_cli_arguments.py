@@ -74,7 +74,11 @@ def test_examples_validate_locally() -> None:
 
 
 def test_a_namespace_in_the_file_that_contradicts_n_is_refused(tmp_path: Path) -> None:
-    doc = (ROOT / "examples" / "sampleset.yaml").read_text().replace("name: feed-events", "name: feed-events\n  namespace: a")
+    doc = (
+        (ROOT / "examples" / "sampleset.yaml")
+        .read_text()
+        .replace("name: feed-events", "name: feed-events\n  namespace: a")
+    )
     (tmp_path / "ss.yaml").write_text(doc)
     with pytest.raises(CliError, match="SampleSet/feed-events is in namespace a but -n says b"):
         read_manifests([str(tmp_path / "ss.yaml")], namespace="b")
@@ -114,6 +118,7 @@ def test_apply_of_a_missing_file_says_so() -> None:
         (["wait", "tj/x", "--timeout=soon"], "is not a duration"),
         (["get", "-o", "xml"], "xml"),
         (["get", "pods"], "unknown kind 'pods'"),
+        (["get", "-A", "tj", "feed-deepfm"], "use -n instead"),
         (["logs", "tj"], "name the TrainJob too"),
         (["rollback", "tj/feed-deepfm"], "rollback works on one ModelDeployment"),
     ],

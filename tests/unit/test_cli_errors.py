@@ -103,8 +103,10 @@ def test_a_change_the_server_refuses_keeps_the_servers_field_message() -> None:
 
 
 def test_connection_refused_says_where_and_what_to_do() -> None:
-    refused = urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")  # type: ignore[arg-type]
-    err = translate(urllib3.exceptions.MaxRetryError(None, "/apis", refused), GET_TJ, SERVER)  # type: ignore[arg-type]
+    conn = urllib3.connection.HTTPSConnection("10.0.0.1", 6443)  # never connected: only names the target
+    refused = urllib3.exceptions.NewConnectionError(conn, "Failed to establish a new connection: [Errno 111] refused")
+    pool = urllib3.HTTPSConnectionPool("10.0.0.1", 6443)
+    err = translate(urllib3.exceptions.MaxRetryError(pool, "/apis", refused), GET_TJ, SERVER)
     assert err.code == ExitCode.CLUSTER
     assert err.message == (
         f"cannot reach the cluster at {SERVER} (connection refused): "

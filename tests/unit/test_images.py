@@ -187,7 +187,12 @@ def _arg_defaults(text: str) -> dict[str, str]:
 
 def _extra_pins(extra: str) -> dict[str, str]:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][extra]
-    return dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)$", d).groups() for d in deps if "==" in d)  # type: ignore[union-attr]
+    pins: dict[str, str] = {}
+    for dep in deps:
+        name, sep, version = dep.partition("==")
+        if sep:
+            pins[name.strip()] = version.strip()
+    return pins
 
 
 @pytest.mark.parametrize("name", ["trainer", "serving"])

@@ -1,0 +1,199 @@
+"""In-process scoring of one model version: the code path the service, the benchmark and the tests share.
+
+A `Scorer` holds a `LoadedModel` (`recplane.trainer.export`) and the request
+validator built from its feature spec. Requests become raw rows, raw rows become
+model inputs through the FeatureSet's own `FeatureProcessor.transform_rows` (the
+transform code training used), and the model's scores come from the same
+`LoadedModel.score` offline evaluation calls: there is no serving-side copy of a
+transform or a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from recplane.data.tensors import to_torch
+from recplane.trainer.export import LoadedModel, load_model_version
+
+from .config import ServingConfig
+from .model_source import ModelLocation, resolve_model
+from .schemas import (
+    FeatureSummary,
+    ModelInfo,
+    RankOutcome,
+    RankRequest,
+    RecalledItem,
+    RecallRequest,
+    RecallResponse,
+    ScoredItem,
+)
+from .validation import RequestInvalid, RequestValidator, rules_from_features
+
+
+class ScoringUnavailable(RuntimeError):
+    """The model cannot answer yet (still loading) or at all (failed to load)."""
+
+
+class EndpointNotSupported(ValueError):
+    """The served model has no such endpoint (e.g. /recall on a ranking model)."""
+
+
+class Scorer:
+    """Scores requests with one loaded model version."""
+
+    def __init__(self, loaded: LoadedModel, location: ModelLocation, config: ServingConfig) -> None:
+        self.loaded = loaded
+        self.location = location
+        self.config = config
+        processor = loaded.processor
+        self.validator = RequestValidator(
+            rules_from_features(processor.features, processor.column_kinds),
+            unknown=config.unknown_features,
+            max_candidates=config.max_candidates,
+            max_recall_k=config.max_recall_k,
+            model_version=loaded.version,
+        )
+
+    @classmethod
+    def load(cls, uri: str, config: ServingConfig) -> Scorer:
+        """Resolve `uri` (downloading a remote version once) and load it as `config.variant`."""
+        torch.set_num_threads(config.torch_threads)
+        location = resolve_model(uri)
+        return cls(load_model_version(location.local_dir, config.variant), location, config)
+
+    # ---- identity -------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    @property
+    def variant(self) -> str:
+        return self.loaded.variant
+
+    @property
+    def model_type(self) -> str:
+        return self.loaded.model_type
+
+    @property
+    def endpoints(self) -> list[str]:
+        return ["rank", "rank_batch", "recall"] if self.loaded.item_index is not None else ["rank", "rank_batch"]
+
+    # ---- scoring --------------------------------------------------------------------
+    def score_rows(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Scores [B] (float32) of raw rows: P(label) for ranking models, sigmoid of the logit for recall ones."""
+        if not rows:
+            return np.zeros(0, dtype=np.float32)
+        batch = to_torch(self.loaded.processor.transform_rows(rows))
+        with torch.inference_mode():
+            return self.loaded.score(batch).numpy().astype(np.float32, copy=False)
+
+    def rank_batch(self, requests: Sequence[RankRequest]) -> tuple[list[RankOutcome], int]:
+        """(outcome per request, rows scored): every valid request's candidates in one forward pass.
+
+        A request that fails validation gets its errors and no items; it never fails the others.
+        """
+        rows: list[dict[str, Any]] = []
+        spans: list[tuple[int, int] | list[dict[str, Any]]] = []
+        for request in requests:
+            try:
+                request_rows = self.validator.rank_rows(request)
+            except RequestInvalid as exc:
+                spans.append(exc.errors)
+                continue
+            spans.append((len(rows), len(rows) + len(request_rows)))
+            rows.extend(request_rows)
+        scores = self.score_rows(rows)
+        outcomes = []
+        for request, span in zip(requests, spans, strict=True):
+            if isinstance(span, list):
+                outcomes.append(RankOutcome(model_version=self.version, request_id=request.request_id, errors=span))
+                continue
+            own = scores[span[0] : span[1]]
+            # Stable: equal scores keep the caller's order.
+            order = np.argsort(-own, kind="stable")
+            items = [
+                ScoredItem(item_id=request.candidates[i]["item_id"], index=int(i), score=float(own[i])) for i in order
+            ]
+            outcomes.append(RankOutcome(model_version=self.version, request_id=request.request_id, items=items))
+        return outcomes, len(rows)
+
+    def recall(self, request: RecallRequest) -> RecallResponse:
+        """The top-k items of the exported item index for the request's user and context.
+
+        Exact top-k: one matrix product of the user embedding with every item embedding. Scores are
+        inner products of the towers' outputs (cosine similarity for two-tower models).
+        Raises RequestInvalid or EndpointNotSupported.
+        """
+        index = self.loaded.item_index
+        if index is None:
+            raise EndpointNotSupported(
+                f"model version {self.version} is a {self.model_type} ranking model and has no item index; "
+                "/recall needs a two_tower or fm_recall version"
+            )
+        row = self.validator.recall_row(request)
+        k = request.k or self.loaded.config.model.top_k
+        exclude = {str(i) for i in request.exclude_item_ids}
+        batch = to_torch(self.loaded.processor.transform_rows([row]))
+        with torch.inference_mode():
+            user = self.loaded.user_embedding(batch).float()
+            scores, ids = index.top_k(user, k + len(exclude))
+        items = [
+            RecalledItem(item_id=_wire_id(item), score=float(score))
+            for item, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
+            if str(item) not in exclude
+        ]
+        return RecallResponse(model_version=self.version, request_id=request.request_id, items=items[:k])
+
+    # ---- description ----------------------------------------------------------------
+    def info(self, config: ServingConfig) -> ModelInfo:
+        processor = self.loaded.processor
+        sparse = {f.name: f for f in processor.sparse_features}
+        inputs = {f.name: f for f in self.loaded.config.inputs.sparse}
+        features = [
+            FeatureSummary(
+                name=f.name,
+                group=f.group,
+                type=f.type,
+                columns=list(f.columns),
+                transform=f.transform.type,
+                num_embeddings=sparse[f.name].num_embeddings if f.name in sparse else None,
+                embedding_dim=inputs[f.name].embedding_dim if f.name in inputs else None,
+            )
+            for f in processor.features
+        ]
+        index = self.loaded.item_index
+        return ModelInfo(
+            model_version=self.version,
+            model_uri=self.uri,
+            model_type=self.model_type,
+            task=self.loaded.task,
+            variant=self.variant,
+            endpoints=self.endpoints,
+            metrics=self.loaded.metrics,
+            features=features,
+            input_columns=sorted(self.validator.rules),
+            item_index_size=len(index) if index is not None else None,
+            limits={
+                "maxCandidates": config.max_candidates,
+                "maxRecallK": config.max_recall_k,
+                "maxBodyBytes": config.max_body_bytes,
+                "unknownFeatures": config.unknown_features,
+                "maxBatchSize": config.max_batch_size,
+                "maxLatencyMs": config.max_latency_ms,
+            },
+        )
+
+
+def _wire_id(item: Any) -> str | int:
+    """Item ids as stored in the index (numpy scalars become plain Python values)."""
+    if isinstance(item, np.generic):
+        item = item.item()
+    return item if isinstance(item, int | str) and not isinstance(item, bool) else str(item)
