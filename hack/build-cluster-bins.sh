@@ -6,6 +6,8 @@
 # and is skipped when already there, so a warm run takes seconds.
 # Writes bin/clusterbins.json (name -> path) for recplane.devcluster.
 set -euo pipefail
+# One compound command: bash parses it whole, so editing this file mid-build is safe.
+{
 
 K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.16
@@ -63,6 +65,7 @@ build() {
     tail -n 25 "$log" >&2
     die "fix the error above (network access to the Go module proxy and Go >= 1.24 are needed), then re-run $0"
   fi
+  rm -f "$log"
   for n in "${names[@]}"; do
     mkdir -p "$BIN/$n-$version"
     mv -f "$work/out/$n" "$BIN/$n-$version/$n"
@@ -75,7 +78,8 @@ k8s_ldflags=""
 IFS=. read -r k8s_major k8s_minor _ <<<"${K8S_VERSION#v}"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$k8s_major -X $p.gitMinor=$k8s_minor"
-  k8s_ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$BUILD_DATE"
+  # The module zip has no git metadata: clear the "$Format:%H$" placeholder.
+  k8s_ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$BUILD_DATE -X $p.gitCommit="
 done
 
 # MinIO/mc are only published as pseudo-versions; derive their release tags from the timestamp.
@@ -140,3 +144,4 @@ echo "cluster binaries in $BIN:"
 (( ${#built[@]} )) && printf '  built   %s\n' "${built[@]}"
 (( ${#cached[@]} )) && printf '  cached  %s\n' "${cached[@]}"
 exit 0
+}

@@ -52,10 +52,9 @@ class OperatorConfig:
     """Finished Jobs of superseded runs kept per resource (for their logs)."""
     master_port: int = 29500
     serving_port: int = 3000
-    resync_seconds: float = 300.0
-    """How often every resource is reconciled even when nothing was observed to change."""
-    metrics_seconds: float = 30.0
-    """How often a running TrainJob's status is refreshed from what rank 0 stored."""
+    poll_seconds: float = 15.0
+    """How often a resource is reconciled while no event announces its next change: a running
+    TrainJob (new versions and metrics from rank 0, restart back-off), a missing store Secret."""
     workers: int = 8
     """Reconciles that run at the same time (threads), and API connections kept open."""
     extra_labels: dict[str, str] = field(default_factory=dict)
@@ -72,7 +71,7 @@ class OperatorConfig:
             ("RECPLANE_STORE_SECRET", "store_secret", str),
             ("RECPLANE_STEP_RETRIES", "step_retries", int),
             ("RECPLANE_RESTART_BACKOFF_SECONDS", "restart_backoff_seconds", float),
-            ("RECPLANE_RESYNC_SECONDS", "resync_seconds", float),
+            ("RECPLANE_POLL_SECONDS", "poll_seconds", float),
             ("RECPLANE_OPERATOR_WORKERS", "workers", int),
         ):
             if env.get(key):

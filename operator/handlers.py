@@ -5,14 +5,13 @@ Triggers:
 - a Job, pod or Deployment it owns changes state (watched by our managed-by label);
 - the resource it consumes produces a new version, or appears, or goes away
   (dependents are found through kopf indexes of every reference);
-- a timer, as a safety net (and to refresh a running TrainJob's metrics).
+- a kopf timer while a resource is in a state no event announces the end of (a running
+  TrainJob's new versions and metrics, a restart back-off, a missing store Secret).
 Everything funnels into `Runner`, which reconciles one resource at a time.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +38,7 @@ CONSUMERS = {
     "ModelDeployment": (),
 }
 UPSTREAM_DIGEST_FIELDS = ("version", "latestVersion", "promotedVersion")
+POLLED_REASONS = ("StoreSecretMissing", "StoreUnavailable", "RestartBackoff")
 
 
 def _runner(memo: Any) -> Runner:
@@ -56,7 +56,9 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/delete-stored-versions"
+    # Held while stored versions must be deleted with the resource (deletionPolicy: Delete) or a
+    # timer polls it (a running TrainJob, a missing store Secret): never on a resource at rest.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Our resources are known up front: no watching of CRDs or namespaces (and no RBAC for them).
     settings.scanning.disabled = True
     settings.execution.max_workers = config.workers
@@ -73,9 +75,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     metrics: Metrics = memo.metrics
     kube = Kube(api_client(memo.kubeconfig, pool_size=config.workers + 4), on_request=metrics.on_request)
     ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=post_event)
-    runner = Runner(ctx, metrics)
-    runner.bind(asyncio.get_running_loop(), contextvars.copy_context())
-    memo.runner = runner
+    memo.runner = Runner(ctx, metrics)
     if memo.metrics_port:
         metrics.serve(memo.metrics_port)
 
@@ -107,7 +107,14 @@ def on_change(
         raise kopf.TemporaryError(f"{verdict.reason}: {verdict.message}", delay=verdict.requeue_after)
 
 
-def on_resync(*, param: Any = None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+def needs_polling(status: Mapping[str, Any], **_: Any) -> bool:
+    """States that change without a Kubernetes event: a running TrainJob (rank 0 stores versions,
+    a restart waits out its back-off), a missing store Secret, an unreachable store."""
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return status.get("phase") in ("Running", "Pending") or ready.get("reason") in POLLED_REASONS
+
+
+def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     _runner(memo).poke((param, namespace or "default", name))
 
 
@@ -227,13 +234,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             decorator(*res, id="reconcile", param=k, registry=registry)(on_change)
         kopf.timer(
             *res,
-            id="resync",
+            id="poll",
             param=k,
-            interval=config.resync_seconds,
-            initial_delay=config.resync_seconds,
+            interval=config.poll_seconds,
+            initial_delay=config.poll_seconds,
             sharp=False,
+            when=needs_polling,
             registry=registry,
-        )(on_resync)
+        )(on_poll)
         kopf.index(*res, id=_index_id(k), param=k, registry=registry)(index_upstream)
         kopf.on.event(*res, id="dependents", param=k, registry=registry)(on_own_event)
         if "deletionPolicy" in kind.spec.model_json_schema(by_alias=True).get("properties", {}):
@@ -244,18 +252,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 when=lambda spec, **_: spec.get("deletionPolicy") == "Delete",
                 registry=registry,
             )(delete_stored_versions)
-    kopf.timer(
-        GROUP,
-        VERSION,
-        KINDS["TrainJob"].plural,
-        id="metrics",
-        param="TrainJob",
-        interval=config.metrics_seconds,
-        initial_delay=config.metrics_seconds,
-        sharp=False,
-        when=lambda status, **_: status.get("phase") in ("Running", "Pending"),
-        registry=registry,
-    )(on_resync)
     for group, version, plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments"), ("", "v1", "pods")):
         kopf.on.event(
             *((group, version, plural) if group else (version, plural)),

@@ -33,7 +33,7 @@ class RunOptions:
 
 
 # Handlers that only route an event to a reconcile; their "succeeded" lines would drown the log.
-_ROUTING_HANDLERS = ("Handler 'child-", "Handler 'dependents'", "Handler 'resync'", "Handler 'metrics'")
+_ROUTING_HANDLERS = ("Handler 'child-", "Handler 'dependents'", "Handler 'poll'")
 
 
 def _quiet_watch_handlers(record: logging.LogRecord) -> bool:

@@ -63,7 +63,8 @@ def _reshape(status: int, raw: bytes) -> bytes:
         doc = {"error": str(doc)}
     errors = doc.get("detail")
     if not isinstance(errors, list) or not errors:
-        errors = [{"loc": [], "msg": str(doc.get("error") or f"HTTP {status}"), "type": f"http_{status}"}]
+        where = "path" if status in (404, 405) else "body"
+        errors = [{"field": where, "loc": [], "msg": str(doc.get("error") or f"HTTP {status}"), "type": f"http_{status}"}]
     return json.dumps(error_body([e if isinstance(e, dict) else {"msg": str(e)} for e in errors])).encode()
 
 
@@ -71,7 +72,10 @@ class HttpGuard:
     """Pure ASGI middleware for the POST endpoints in `guarded`; other paths pass straight through.
 
     `settings()` returns (max body bytes, model version) when called per request, so the limit and
-    the metrics label follow the loaded model. `metrics` may be None (nothing recorded).
+    the metrics label follow the loaded model; `metrics()` returns the ServingMetrics or None.
+    Calls the service makes to itself (BentoML's self-proxy marks them with a `Runner-Name` header
+    carrying `service_name`) are not counted as requests, and may be a little larger than the
+    limit: their body is the caller's, re-serialised.
     """
 
     def __init__(
@@ -80,11 +84,13 @@ class HttpGuard:
         guarded: Sequence[str],
         settings: Callable[[], tuple[int, str]],
         metrics: Callable[[], Any],
+        service_name: str = "",
     ) -> None:
         self.app = app
         self.guarded = frozenset(guarded)
         self.settings = settings
         self.metrics = metrics
+        self.internal_marker = service_name.encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -93,6 +99,9 @@ class HttpGuard:
             return
         started = time.perf_counter()
         max_bytes, version = self.settings()
+        internal = bool(self.internal_marker) and (b"runner-name", self.internal_marker) in scope.get("headers", [])
+        if internal:
+            max_bytes = 2 * max_bytes + 65_536
         status_box = [500]
 
         async def counting_send(message: Message) -> None:
@@ -113,7 +122,7 @@ class HttpGuard:
             else:
                 await self.app(scope, receive, _ErrorReshaper(counting_send))
         finally:
-            registry = self.metrics()
+            registry = None if internal else self.metrics()
             if registry is not None:
                 endpoint = path.strip("/") or "root"
                 registry.requests.labels(endpoint, str(status_box[0]), version).inc()

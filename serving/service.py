@@ -41,6 +41,7 @@ from .validation import RequestInvalid
 log = logging.getLogger("recplane.serving")
 CONFIG = ServingConfig.from_env()
 GUARDED_PATHS = ("/rank", "/rank_batch", "/recall")
+SERVICE_NAME = "recplane-serving"
 
 
 class _QuietValidationErrors(logging.Filter):
@@ -109,7 +110,7 @@ _info_app = Starlette(routes=[Route("/model", _model_info, methods=["GET"])])
 
 @bentoml.asgi_app(_info_app, path="/", name="model-info")
 @bentoml.service(
-    name="recplane-serving",
+    name=SERVICE_NAME,
     workers=CONFIG.workers,
     traffic={
         "timeout": CONFIG.timeout_s,
@@ -202,4 +203,6 @@ class RecplaneServing:
         return self._ready_scorer().info(self.config)
 
 
-RecplaneServing.add_asgi_middleware(HttpGuard, guarded=GUARDED_PATHS, settings=_guard_settings, metrics=_guard_metrics)
+RecplaneServing.add_asgi_middleware(
+    HttpGuard, guarded=GUARDED_PATHS, settings=_guard_settings, metrics=_guard_metrics, service_name=SERVICE_NAME
+)

@@ -29,6 +29,11 @@ def _fmt(value: object, digits: int = 4) -> str:
     return "-" if value is None else str(value)
 
 
+def _row_flow(status: dict) -> str:  # type: ignore[type-arg]
+    """A SampleSet's rows after each strategy, in order."""
+    return " -> ".join(f"{k} {v:,}" for k, v in status.get("rows", {}).items())
+
+
 def _summary(results: list, elapsed: float) -> Table:  # type: ignore[type-arg]
     table = Table(title=f"pipeline finished in {elapsed:.0f} s", title_justify="left")
     for column in ("stage", "name", "version", "result", "seconds"):
@@ -81,8 +86,7 @@ def quickstart(
         response.raise_for_status()
         ranked = response.json()
         out.print(_summary(results, elapsed))
-        flow = " -> ".join(f"{k} {v:,}" for k, v in samples.status.get("rows", {}).items())
-        out.print(f"rows per stage: {flow}")
+        out.print(f"rows per stage: {_row_flow(samples.status)}")
         bayes = samples.status.get("bayesAuc")
         auc = train.status.get("metrics", {}).get("auc")
         out.print(f"validation AUC {_fmt(auc)}  (Bayes-optimal {_fmt(bayes)}; gap {_fmt((bayes or 0) - (auc or 0))})")
@@ -156,8 +160,7 @@ def run(
             out.print(_summary(results, time.perf_counter() - start))
             for r in results:
                 if r.resource.kind == "SampleSet":
-                    flow = " -> ".join(f"{k} {v:,}" for k, v in r.status.get("rows", {}).items())
-                    out.print(f"{r.resource.name} rows per stage: {flow}")
+                    out.print(f"{r.resource.name} rows per stage: {_row_flow(r.status)}")
         if any(r.endpoint for r in results):
             console.print("serving (Ctrl-C to stop): " + ", ".join(r.endpoint for r in results if r.endpoint))
             while True:

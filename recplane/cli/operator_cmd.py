@@ -34,7 +34,7 @@ def run(
     ),
     step_retries: int | None = typer.Option(None, help="Retries of a failed SampleSet/FeatureSet step."),
     restart_backoff: float | None = typer.Option(None, help="Seconds before the first TrainJob group restart."),
-    resync: float | None = typer.Option(None, help="Seconds between reconciles of an unchanged resource."),
+    poll: float | None = typer.Option(None, help="Seconds between reconciles of a running TrainJob."),
     workers: int | None = typer.Option(None, help="Reconciles running at the same time."),
     log_format: str = typer.Option("json", help="json (structured), plain or full."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -54,7 +54,7 @@ def run(
             store_secret=store_secret,
             step_retries=step_retries,
             restart_backoff_seconds=restart_backoff,
-            resync_seconds=resync,
+            poll_seconds=poll,
             workers=workers,
         )
     except (TypeError, ValueError) as exc:

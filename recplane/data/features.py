@@ -166,10 +166,12 @@ def _flatten(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
 def _numbers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with nulls as 0, null mask) of a numeric array."""
-    nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(len(arr), bool)
-    values = pc.fill_null(arr.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+    # Nulls arrive as NaN; a NaN in the data is as missing as a null.
+    values = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
     if not values.flags.writeable:
         values = values.copy()
+    nulls = np.isnan(values)
+    values[nulls] = 0.0
     return values, nulls
 
 
@@ -236,7 +238,9 @@ class _SparseEncoder:
             return ids
         if not distinct and len(values) > _ENCODE_ABOVE and _is_text(values.type):
             # Hash and look up each distinct string once (same result, far less work).
-            return _gather_dictionary(pc.dictionary_encode(values), self._distinct_ids)
+            return _gather_dictionary(
+                pc.dictionary_encode(values), lambda d: np.append(self._distinct_ids(d), np.int64(MISSING_ID))
+            )
         h, nulls = hash_array(values)
         ids = (h % np.uint64(self.buckets)).astype(np.int64) + 1 if self.t == "hash" else self.lookup(h)
         ids[nulls] = MISSING_ID
@@ -246,10 +250,11 @@ class _SparseEncoder:
         return self._ids(values, distinct=True)
 
     def _dictionary_ids(self, dictionary: pa.Array) -> np.ndarray:
+        """Ids of each dictionary entry, plus MISSING_ID at the end (where null indices point)."""
         # Parquet row groups share one dictionary across the batches read from them: map it once.
-        if self._cached is not None and _same_memory(self._cached[0], dictionary):
+        if self._cached is not None and _same_values(self._cached[0], dictionary):
             return self._cached[1]
-        ids = self._distinct_ids(dictionary)
+        ids = np.append(self._distinct_ids(dictionary), np.int64(MISSING_ID))
         self._cached = (dictionary, ids)
         return ids
 
@@ -268,27 +273,25 @@ def _is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t))
 
 
-def _same_memory(a: pa.Array, b: pa.Array) -> bool:
-    """True when two arrays view the very same buffers (`a` is held alive, so its addresses stay unique)."""
-    if len(a) != len(b) or a.offset != b.offset or a.type != b.type:
-        return False
-    return [x.address if x is not None else 0 for x in a.buffers()] == [
-        x.address if x is not None else 0 for x in b.buffers()
-    ]
+def _same_values(a: pa.Array, b: pa.Array) -> bool:
+    """True when two (dictionary) arrays hold the same values: batches read from one Parquet row group
+    carry copies of its dictionary, and comparing them is far cheaper than mapping them again."""
+    return len(a) == len(b) and a.type == b.type and a.equals(b)
 
 
 def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any) -> np.ndarray:
-    """Ids of a dictionary array: computed once per dictionary entry, then gathered by index."""
-    per_entry = np.append(ids_of(values.dictionary), np.int64(MISSING_ID))
+    """Ids of a dictionary array: `ids_of(dictionary)` maps each entry once (with MISSING_ID appended
+    for null indices), then every row gathers its entry's id."""
+    per_entry = ids_of(values.dictionary)
     indices = values.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, len(per_entry) - 1)
     idx = np.frombuffer(
         indices.buffers()[1],
         dtype=indices.type.to_pandas_dtype(),
         count=len(indices),
         offset=indices.offset * indices.type.byte_width,
     )
-    if indices.null_count:
-        idx = np.where(indices.is_valid().to_numpy(zero_copy_only=False), idx, len(per_entry) - 1)
     return per_entry[idx]
 
 

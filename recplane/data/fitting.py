@@ -36,7 +36,7 @@ from .features import (
     VOCAB_DIR,
     FeatureProcessor,
     _flatten,
-    _same_memory,
+    _same_values,
     column_kind,
 )
 from .hashing import HASH_NAME, combine, hash_array
@@ -106,6 +106,8 @@ class _Accumulator:
             values, lengths = _flatten(col)
             self.missing += int((lengths == 0).sum())
             return values
+        if pa.types.is_floating(col.type) and col.null_count < len(col) and pc.any(pc.is_nan(col)).as_py():
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)  # NaN is as missing as null
         self.missing += col.null_count
         return col
 
@@ -140,7 +142,7 @@ class _VocabularyAccumulator(_Accumulator):
         dictionary = values.dictionary
         counts = np.bincount(_valid_indices(values.indices), minlength=len(dictionary))
         # Batches of one Parquet row group share its dictionary: count across them, flush once.
-        if self.current is not None and _same_memory(self.current[0], dictionary):
+        if self.current is not None and _same_values(self.current[0], dictionary):
             self.current[1][: len(counts)] += counts
             return
         self._flush()
@@ -193,22 +195,24 @@ class _VocabularyAccumulator(_Accumulator):
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Any], pa.Table | None]:
         t = self.feature.transform
-        counts, values = self._merge()
-        total = int(pc.sum(counts["count"]).as_py() or 0)
+        table, values = self._merge()
+        hashes, counts = table["hash"].to_numpy(), table["count"].to_numpy()
+        vidx = table["vidx"].to_numpy()
+        total = int(counts.sum())
+        frequent = np.flatnonzero(counts >= t.min_count)
         # Most frequent first; ties broken by the hash, so the order never depends on batch order.
-        kept = counts.filter(pc.greater_equal(counts["count"], t.min_count))
-        kept = kept.sort_by([("count", "descending"), ("hash", "ascending")]).slice(0, t.max_size)
-        kept_count = int(pc.sum(kept["count"]).as_py() or 0)
+        order = frequent[np.lexsort((hashes[frequent], -counts[frequent]))][: t.max_size]
+        kept_count = int(counts[order].sum())
         stats = self.base_stats()
-        stats["cardinality"] = counts.num_rows
+        stats["cardinality"] = len(hashes)
         stats["oovRate"] = round(1.0 - kept_count / total, 6) if total else 0.0
         params = {
-            "numEmbeddings": kept.num_rows + FIRST_VOCAB_ID,
+            "numEmbeddings": len(order) + FIRST_VOCAB_ID,
             "vocabulary": f"{VOCAB_DIR}/{self.feature.name}.parquet",
-            "vocabularySize": kept.num_rows,
+            "vocabularySize": len(order),
         }
-        vocab = pa.table({"value": values.take(kept["vidx"]), "count": kept["count"], "hash": kept["hash"]})
-        return params, stats, vocab.combine_chunks()
+        vocab = pa.table({"value": values.take(pa.array(vidx[order])), "count": counts[order], "hash": hashes[order]})
+        return params, stats, vocab
 
 
 def _valid_indices(indices: pa.Array) -> np.ndarray:
@@ -284,11 +288,13 @@ class _DenseAccumulator(_Accumulator):
 
     def update(self, batch: pa.RecordBatch) -> None:
         values = self.values_of(batch)
-        x = pc.drop_null(values).cast(pa.float64()).to_numpy(zero_copy_only=False)
-        if len(x) == 0:
+        if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+            values = values.cast(pa.float64())
+        n_b = len(values) - values.null_count
+        if n_b == 0:
             return
-        n_b, mean_b = len(x), float(x.mean())
-        m2_b = float(((x - mean_b) ** 2).sum())
+        mean_b = float(pc.mean(values).as_py())
+        m2_b = float(pc.variance(values, ddof=0).as_py()) * n_b
         n = self.n + n_b
         delta = mean_b - self.mean
         self.mean += delta * n_b / n

@@ -32,8 +32,10 @@ from recplane.devcluster.errors import DevClusterError
 
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-# Started in this order, stopped all at once.
 COMPONENTS = ("etcd", "minio", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Stopped tier by tier: etcd and the API server exit at once when their clients
+# are gone, but each takes ~10 s draining connections while they are still there.
+_STOP_TIERS = (("kube-apiserver",), ("etcd",))
 # Files and directories start() owns inside the state dir (it wipes only these).
 _OWNED = ("cluster.json", "kubeconfig", "pki", "etcd", "minio", "logs", "mc")
 
@@ -201,7 +203,11 @@ class DevCluster:
         """Terminate every component (process groups, SIGTERM then SIGKILL)."""
         self._state = self._load_state()
         procs = self._state.get("processes", {})
-        survivors = process.terminate_all([(p["pid"], p["start_time"]) for p in procs.values()], timeout)
+        late = [n for tier in _STOP_TIERS for n in tier]
+        survivors: list[int] = []
+        for tier in ([n for n in procs if n not in late], *_STOP_TIERS):
+            survivors += process.terminate_all(
+                [(procs[n]["pid"], procs[n]["start_time"]) for n in tier if n in procs], timeout)
         for popen in self._popen.values():
             popen.poll()  # lets Popen record the exit status it may have missed
         self._popen.clear()

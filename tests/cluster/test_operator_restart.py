@@ -84,7 +84,7 @@ def test_kills_at_random_points_leave_no_duplicate_and_no_orphan(env: OperatorEn
     rng = random.Random(1234)
     kubectl = env.kubectl
     # Standalone: a killed replica's peering entry would otherwise hold the next one off for its lifetime.
-    op = env.operator("--standalone", "--resync=30", log_name="restarts.log").start()
+    op = env.operator("--standalone", log_name="restarts.log").start()
     try:
         time.sleep(1.5)
         kubectl.apply(resources(), "-n", NS)

@@ -3,15 +3,28 @@ endpoint tests, models trained on it and a running BentoML server; see the other
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 import pytest
 import torch
 
 from recplane.api.featureset import FeatureSetSpec
+from recplane.api.resource import parse_resource
 from recplane.api.sampleset import SampleSetSpec
 from recplane.data.catalogs import feed_features
 from recplane.data.features import FeatureProcessor
 from recplane.data.steps import materialize_featureset, materialize_sampleset
 from recplane.store import LocalStore, Manifest, Store
+from recplane.trainer.step import train_job
 
 torch.set_num_threads(1)
 NS = "default"
@@ -40,3 +53,134 @@ def feed_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Manifes
 def processor(feed_store: tuple[Store, Manifest]) -> FeatureProcessor:
     store, manifest = feed_store
     return FeatureProcessor.from_store(store, manifest)
+
+
+# ---- trained models and running servers -------------------------------------------------------
+def _train(store: Store, name: str, model: dict[str, object]) -> Manifest:
+    resource = parse_resource(
+        {
+            "apiVersion": "recplane.io/v1alpha1",
+            "kind": "TrainJob",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "featureSetRef": {"name": "feed-features"},
+                "model": model,
+                "optimization": {"batchSize": 512, "maxSteps": 15, "seed": 3},
+                "distributed": {"workers": 1, "procsPerWorker": 1},
+            },
+        }
+    )
+    return train_job(resource, store)
+
+
+@pytest.fixture(scope="session")
+def serving_store(feed_store: tuple[Store, Manifest]) -> Store:
+    return feed_store[0]
+
+
+@pytest.fixture(scope="session")
+def ranker_manifest(serving_store: Store) -> Manifest:
+    """A tiny DeepFM ranker, trained for a few steps through the trainer."""
+    return _train(serving_store, "feed-ranker", {"type": "deepfm", "embeddingDim": 8, "denseLayers": [16]})
+
+
+@pytest.fixture(scope="session")
+def recall_manifest(serving_store: Store) -> Manifest:
+    """A tiny two-tower recall model (with its item index), trained for a few steps."""
+    model = {"type": "two_tower", "embeddingDim": 8, "denseLayers": [16], "topK": 20}
+    return _train(serving_store, "feed-recall", model)
+
+
+@dataclass
+class _Server:
+    """One `recplane serve` process group on 127.0.0.1."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Small limits, so the limit tests need small bodies.
+SERVER_LIMITS = {"RECPLANE_SERVE_MAX_CANDIDATES": "300", "RECPLANE_SERVE_MAX_BODY_BYTES": str(256 * 1024)}
+
+
+def _start(name: str, model_uri: str, workdir: Path, store: Store, extra_env: dict[str, str]) -> _Server:
+    port = _free_port()
+    log = workdir / f"{name}.log"
+    env = {
+        **os.environ,
+        "RECPLANE_STORE": store.uri,
+        "RECPLANE_CACHE": str(workdir / "cache"),
+        "BENTOML_HOME": str(workdir / f"bentoml-{name}"),
+        "OMP_NUM_THREADS": "1",
+        **SERVER_LIMITS,
+        **extra_env,
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "recplane.cli.serve", "--model", model_uri, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the server and its workers stop together
+        )
+    return _Server(name=name, url=f"http://127.0.0.1:{port}", process=process, log=log)
+
+
+def _wait_ready(server: _Server, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server {server.name} exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server {server.name} was not ready in time:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def servers(
+    serving_store: Store,
+    ranker_manifest: Manifest,
+    recall_manifest: Manifest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, str]]:
+    """Base URLs of real BentoML servers, started together: the ranker as fp32 (`ranker`) and int8
+    (`ranker-int8`), and the recall model (`recall`)."""
+    workdir = tmp_path_factory.mktemp("servers")
+    ranker = f"{NS}/trainjob/{ranker_manifest.name}/latest"
+    recall = f"{NS}/trainjob/{recall_manifest.name}/latest"
+    started = [
+        _start("ranker", ranker, workdir, serving_store, {}),
+        _start("ranker-int8", ranker, workdir, serving_store, {"RECPLANE_MODEL_VARIANT": "int8"}),
+        _start("recall", recall, workdir, serving_store, {}),
+    ]
+    try:
+        deadline = time.monotonic() + 240
+        for server in started:
+            _wait_ready(server, deadline)
+        yield {s.name: s.url for s in started}
+    finally:
+        for server in started:
+            server.stop()

@@ -48,8 +48,8 @@ def helm() -> Path:
 
 
 def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HELM_CACHE_HOME": "/nonexistent-helm-cache"}
-    env.pop("KUBECONFIG", None)
+    # Rendering never talks to a cluster: no kubeconfig of the caller's leaks in.
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     return subprocess.run([str(helm), *args], capture_output=True, text=True, env=env, timeout=120)
 
 
