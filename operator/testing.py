@@ -231,4 +231,4 @@ class OperatorEnvironment:
             "RECPLANE_CACHE": str(self.workdir / "cache"),
         }
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        return OperatorProcess(["--log-format=plain", *args], env, self.workdir / log_name)
+        return OperatorProcess(["--log-format=full", *args], env, self.workdir / log_name)

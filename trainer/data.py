@@ -69,10 +69,6 @@ class SampleData:
     def rows_per_rank(self, split: str, world_size: int) -> int:
         return rank_rows(self.samples, split, world_size)
 
-    def batches_per_rank(self, split: str, batch_size: int, world_size: int) -> int:
-        rows = self.rows_per_rank(split, world_size)
-        return -(-rows // batch_size)
-
     def record_batches(
         self, split: str, batch_size: int, rank: int, world_size: int, columns: list[str] | None = None
     ) -> Iterator[pa.RecordBatch]:

@@ -78,12 +78,14 @@ class Trainer:
                 f"use at least {ctx.world_size}",
             )
         self.batch_size = opt.batch_size // ctx.world_size
-        self.steps_per_epoch = data.batches_per_rank("train", self.batch_size, ctx.world_size)
+        # Full batches only: a last, smaller batch would skew batch-norm statistics (or break them at 1 row).
+        self.steps_per_epoch = data.rows_per_rank("train", ctx.world_size) // self.batch_size
         if self.steps_per_epoch == 0:
+            rows = data.rows_per_rank("train", 1)
             raise TrainError(
-                "spec.featureSetRef",
-                f"SampleSet {data.samples.name} version {data.samples.version} has too few training rows for "
-                f"{ctx.world_size} processes",
+                "spec.optimization.batchSize",
+                f"SampleSet {data.samples.name} version {data.samples.version} has {rows} training rows, fewer than "
+                f"one global batch of {opt.batch_size}; lower batchSize or use more data",
             )
         total = self.steps_per_epoch * opt.epochs
         self.total_steps = min(total, opt.max_steps) if opt.max_steps else total
@@ -185,7 +187,7 @@ class Trainer:
         while step < self.total_steps and epoch < self.spec.optimization.epochs:
             batch_in_epoch = skip
             for batch, _ in self.data.batches("train", self.batch_size, self.ctx.rank, self.ctx.world_size, skip=skip):
-                if step >= self.total_steps:
+                if step >= self.total_steps or batch_in_epoch >= self.steps_per_epoch:
                     break
                 self.schedule.apply(step)
                 self.optimizer.zero_grad()

@@ -211,6 +211,14 @@ class _SparseEncoder:
             self.vocab_hashes = hashes[order]
             self.vocab_ids = (order + FIRST_VOCAB_ID).astype(np.int64)
 
+    def encode_into(self, columns: Sequence[pa.Array], out: np.ndarray) -> None:
+        """Single-valued features: write the B ids straight into `out` (a slice of the batch's values)."""
+        col = columns[0]
+        if self.t != "cross" and pa.types.is_dictionary(col.type):
+            _gather_dictionary(col, self._dictionary_ids, out)
+        else:
+            out[:] = self.encode(columns).ids
+
     def encode(self, columns: Sequence[pa.Array]) -> _Encoded:
         if self.t == "cross":
             hashes, nulls = zip(*(hash_array(c) for c in columns), strict=True)
@@ -279,7 +287,7 @@ def _same_values(a: pa.Array, b: pa.Array) -> bool:
     return len(a) == len(b) and a.type == b.type and a.equals(b)
 
 
-def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any) -> np.ndarray:
+def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any, out: np.ndarray | None = None) -> np.ndarray:
     """Ids of a dictionary array: `ids_of(dictionary)` maps each entry once (with MISSING_ID appended
     for null indices), then every row gathers its entry's id."""
     per_entry = ids_of(values.dictionary)
@@ -292,7 +300,7 @@ def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any) -> np.ndarray:
         count=len(indices),
         offset=indices.offset * indices.type.byte_width,
     )
-    return per_entry[idx]
+    return np.take(per_entry, idx, out=out)
 
 
 class _DenseEncoder:
@@ -397,18 +405,32 @@ class FeatureProcessor:
         """Model inputs for every row of `data` (must hold `input_columns`; label/weight when present)."""
         columns = {c: self._column(data, c) for c in self.input_columns}
         b = data.num_rows
-        values, lengths = [], []
-        for info, encoder in self._sparse:
-            enc = encoder.encode([columns[c] for c in info.columns])
-            values.append(enc.ids)
-            lengths.append(enc.lengths if enc.lengths is not None else np.ones(b, np.int32))
+        multi = {
+            info.name: encoder.encode([columns[c] for c in info.columns])
+            for info, encoder in self._sparse
+            if info.multi_hot
+        }
+        # One allocation for all ids; single-valued features write their B ids in place.
+        total = b * (len(self._sparse) - len(multi)) + sum(len(e.ids) for e in multi.values())
+        values = np.empty(total, dtype=np.int64)
+        lengths = np.ones(b * len(self._sparse), dtype=np.int32)
+        pos = 0
+        for k, (info, encoder) in enumerate(self._sparse):
+            if info.multi_hot:
+                enc = multi[info.name]
+                values[pos : pos + len(enc.ids)] = enc.ids
+                lengths[k * b : (k + 1) * b] = enc.lengths
+                pos += len(enc.ids)
+            else:
+                encoder.encode_into([columns[c] for c in info.columns], values[pos : pos + b])
+                pos += b
         dense = np.empty((b, len(self._dense)), dtype=np.float32)
         for j, (_, column, d_encoder) in enumerate(self._dense):
             dense[:, j] = d_encoder.encode(columns[column])
         return TransformedBatch(
             keys=[s.name for s, _ in self._sparse],
-            values=np.concatenate(values) if values else np.zeros(0, np.int64),
-            lengths=np.concatenate(lengths) if lengths else np.zeros(0, np.int32),
+            values=values,
+            lengths=lengths,
             dense=dense,
             labels=self._optional_float(data, self.label_column),
             weights=self._optional_float(data, self.weight_column),

@@ -250,9 +250,9 @@ class DevCluster:
                 "--profiling=false"]
 
     def _component_common(self, port: int) -> list[str]:
-        kc = f"{self.kubeconfig}"
-        return [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
+        # No --authentication/authorization-kubeconfig: only /healthz is served,
+        # which needs neither (and they log errors about a missing client CA).
+        return [f"--kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
                 "--profiling=false"]
 
     def _controller_manager_args(self, kcm: Path, ports: Mapping[str, int]) -> list[str]:

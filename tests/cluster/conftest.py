@@ -24,7 +24,8 @@ def cluster_binaries() -> dict[str, Path]:
     try:
         return ensure_binaries()
     except DevClusterError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)  # fail outside the except block: no chained traceback
+    pytest.fail(error, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +33,11 @@ def cluster(cluster_binaries: dict[str, Path], tmp_path_factory: pytest.TempPath
     dev = DevCluster(tmp_path_factory.mktemp("dev-cluster"), binaries=cluster_binaries)
     try:
         dev.start()
+        error = None
     except DevClusterError as exc:
-        pytest.fail(f"dev cluster did not start: {exc}", pytrace=False)
+        error = f"dev cluster did not start: {exc}"
+    if error:
+        pytest.fail(error, pytrace=False)
     try:
         yield dev
     finally:

@@ -323,3 +323,33 @@ def test_the_criteo_catalog_fits_the_criteo_shape(store: Store) -> None:
     m = materialize_featureset(_fs(criteo_features(), "criteo"), store, NS, "criteo-features")
     processor = FeatureProcessor.from_store(store, m)
     assert len(processor.sparse_features) == 26 and len(processor.dense_features) == 13
+
+
+def test_nan_counts_as_missing_and_booleans_are_numbers(store: Store, tmp_path: Path) -> None:
+    rows = [
+        {
+            "user_id": f"u{k}",
+            "ts": k,
+            "clicked": 1,
+            "score": float("nan") if k % 4 == 0 else float(k),
+            "flag": k % 2 == 0,
+        }
+        for k in range(40)
+    ]
+    samples = _samples_from_rows(store, rows, tmp_path)
+    features = [
+        _feature("score", "dense", ["score"], {"type": "identity"}),
+        _feature("flag", "dense", ["flag"], {"type": "standardize"}),
+        _feature("score_b", "sparse", ["score"], {"type": "bucketize", "boundaries": [10.0]}),
+    ]
+    m = materialize_featureset(_fs(features, "s"), store, NS, "f")
+    stats = {s["name"]: s for s in m.status["features"]}
+    train = [r for r in read_split(store, samples, "train").to_pylist()]
+    finite = [r["score"] for r in train if r["score"] == r["score"]]
+    assert stats["score"]["nullRate"] == pytest.approx(1 - len(finite) / len(train), abs=1e-6)
+    assert stats["score"]["mean"] == pytest.approx(np.mean(finite), rel=1e-6)
+    assert stats["flag"]["mean"] == pytest.approx(np.mean([r["flag"] for r in train]), rel=1e-6)
+    processor = FeatureProcessor.from_store(store, m)
+    out = processor.transform_rows([{"score": float("nan"), "flag": True}, {"score": 12.0, "flag": False}])
+    assert out.dense[:, 0].tolist() == [0.0, 12.0]
+    assert out.ids("score_b")[0].tolist() == [MISSING_ID, 2]
