@@ -23,9 +23,10 @@ from recplane.operator import names, refs
 from recplane.operator.artifacts import Artifacts
 from recplane.operator.config import OperatorConfig
 from recplane.operator.controllers import Context
+from recplane.operator.events import EventPoster
 from recplane.operator.kube import ApiError, Kube, api_client
 from recplane.operator.metrics import Metrics, default_metrics
-from recplane.operator.runner import Key, Runner
+from recplane.operator.runner import Key, Runner, reconciler
 
 log = logging.getLogger("recplane.operator")
 
@@ -38,6 +39,7 @@ CONSUMERS = {
     "ModelDeployment": (),
 }
 UPSTREAM_DIGEST_FIELDS = ("version", "latestVersion", "promotedVersion")
+API_ERROR = "API error: "
 POLLED_REASONS = ("StoreSecretMissing", "StoreUnavailable", "RestartBackoff")
 
 
@@ -73,15 +75,21 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     settings.peering.lifetime = memo.peering_lifetime
 
     metrics: Metrics = memo.metrics
-    kube = Kube(api_client(memo.kubeconfig, pool_size=config.workers + 4), on_request=metrics.on_request)
-    ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=post_event)
-    memo.runner = Runner(ctx, metrics)
+    # Reconciles run on the worker threads and in kopf's executor (change handlers): a connection each.
+    kube = Kube(api_client(memo.kubeconfig, pool_size=2 * config.workers + 4), on_request=metrics.on_request)
+    ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=EventPoster(kube))
+    runner = Runner(reconciler(ctx), metrics)
+    runner.start(config.workers)
+    memo.runner = runner
+    memo.artifacts = ctx.artifacts
     if memo.metrics_port:
         metrics.serve(memo.metrics_port)
 
 
-def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(obj, type=type_, reason=reason, message=message)  # type: ignore[arg-type]
+def shutdown(*, memo: Any, **_: Any) -> None:
+    runner = getattr(memo, "runner", None)
+    if runner is not None:
+        runner.stop()
 
 
 def probe_queue(*, memo: Any, **_: Any) -> int:
@@ -98,7 +106,7 @@ def on_change(
     try:
         verdict = _runner(memo).reconcile((param, namespace or "default", name), body=body, retry=retry)
     except ApiError as exc:
-        raise kopf.TemporaryError(f"API error: {exc}", delay=config.backoff(retry, base=2.0)) from exc
+        raise kopf.TemporaryError(f"{API_ERROR}{exc}", delay=config.backoff(retry, base=2.0)) from exc
     if verdict is None:
         return
     if verdict.permanent:
@@ -107,11 +115,12 @@ def on_change(
         raise kopf.TemporaryError(f"{verdict.reason}: {verdict.message}", delay=verdict.requeue_after)
 
 
-def needs_polling(status: Mapping[str, Any], **_: Any) -> bool:
+def needs_polling(status: Mapping[str, Any], resource: kopf.Resource, **_: Any) -> bool:
     """States that change without a Kubernetes event: a running TrainJob (rank 0 stores versions,
     a restart waits out its back-off), a missing store Secret, an unreachable store."""
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return status.get("phase") in ("Running", "Pending") or ready.get("reason") in POLLED_REASONS
+    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    training = resource.kind == "TrainJob" and status.get("phase") in ("Running", "Pending")
+    return training or ready.get("reason") in POLLED_REASONS
 
 
 def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
@@ -122,7 +131,7 @@ def delete_stored_versions(
     *, param: Any = None, namespace: str | None, name: str, memo: Any, logger: Any, **_: Any
 ) -> None:
     """deletionPolicy: Delete: remove every stored version before the resource goes."""
-    artifacts: Artifacts = _runner(memo).ctx.artifacts
+    artifacts: Artifacts = memo.artifacts
     namespace = namespace or "default"
     deleted = artifacts.delete_all(namespace, param, name)
     logger.info(f"deleted {deleted} stored object(s) of {param.lower()}/{namespace}/{name} (deletionPolicy: Delete)")
@@ -131,8 +140,8 @@ def delete_stored_versions(
 # --------------------------------------------------------------------------------- dependents & index
 def index_upstream(*, param: Any = None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> Any:
     """Index every resource by the one it consumes: (namespace, upstream kind, upstream name) -> its name."""
-    runner = getattr(memo, "runner", None)
-    parse = runner.ctx.artifacts.parse_uri if runner else None
+    artifacts = getattr(memo, "artifacts", None)
+    parse = artifacts.parse_uri if artifacts else None
     ref = refs.upstream_ref(body, parse)
     return {(namespace or "default", ref.kind, ref.name): name} if ref else None
 
@@ -168,6 +177,7 @@ def on_own_event(
     for downstream in CONSUMERS[param]:
         index: kopf.Index[Any, str] = kwargs[_index_id(downstream)]
         for consumer in index.get((namespace, param, name), []):
+            log.debug("%s %s/%s changed: reconciling %s %s", param, namespace, name, downstream, consumer)
             runner.poke((downstream, namespace, consumer))
 
 
@@ -227,6 +237,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     kopf.on.login(id="login", registry=registry)(kopf.login_via_client)
     kopf.on.startup(id="configure", registry=registry)(configure)
     kopf.on.probe(id="queue_depth", registry=registry)(probe_queue)
+    kopf.on.cleanup(id="shutdown", registry=registry)(shutdown)
     for kind in KINDS.values():
         res = (GROUP, VERSION, kind.plural)
         k = kind.kind

@@ -34,10 +34,20 @@ class RunOptions:
 
 # Handlers that only route an event to a reconcile; their "succeeded" lines would drown the log.
 _ROUTING_HANDLERS = ("Handler 'child-", "Handler 'dependents'", "Handler 'poll'")
+# kopf logs each retry of a waiting resource as an error; the wait is expected and its transition
+# is already logged once (recplane.operator), so the retries go to DEBUG. API errors stay errors.
+_WAITING = "Handler 'reconcile' failed temporarily: "
 
 
-def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
-    return not (record.levelno <= logging.INFO and str(record.msg).startswith(_ROUTING_HANDLERS))
+def _quiet_kopf(record: logging.LogRecord) -> bool:
+    msg = str(record.msg)
+    verbose = logging.getLogger("kopf.objects").isEnabledFor(logging.DEBUG)
+    if record.levelno <= logging.INFO and msg.startswith(_ROUTING_HANDLERS):
+        return verbose
+    if msg.startswith(_WAITING) and not msg.startswith(_WAITING + handlers.API_ERROR):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return verbose
+    return True
 
 
 def run(config: OperatorConfig, options: RunOptions) -> None:
@@ -49,8 +59,7 @@ def run(config: OperatorConfig, options: RunOptions) -> None:
         ),
         log_prefix=True,
     )
-    if not options.verbose:
-        logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
+    logging.getLogger("kopf.objects").addFilter(_quiet_kopf)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     memo = handlers.new_memo(config, options.metrics_port, options.kubeconfig, options.peering_lifetime)

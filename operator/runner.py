@@ -1,21 +1,27 @@
-"""One reconcile at a time per resource; bursts of triggers coalesced.
+"""A work queue of resources to reconcile: one reconcile at a time per resource, bursts coalesced.
 
-Triggers arrive from many places at once (the resource's own changes, its Jobs,
-pods and Deployments, its upstream producing a version, kopf timers). They all
-end here: if that resource is already being reconciled, the running reconcile
-simply runs once more when it finishes, so N triggers during one reconcile cost
-one extra reconcile, not N.
+Triggers arrive from many places at once (a resource's Jobs, pods and Deployments,
+its upstream producing a version, kopf timers). They only enqueue the resource;
+a few worker threads reconcile what is queued. A resource already queued is not
+queued twice, and one that is being reconciled is reconciled once more when that
+run ends, so N triggers cost at most one extra reconcile, and the kopf handlers
+that deliver them return at once.
+
+kopf's change handlers (create, update, resume) reconcile in their own thread
+instead, because they need the verdict to tell kopf to retry (TemporaryError).
 
 Nothing here schedules work for later: delayed retries are kopf's (TemporaryError
-and timers), so a replica that kopf has paused in favour of the leader never acts.
+and timers), so a replica that kopf has paused in favour of the leader starts nothing.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from recplane.api import API_VERSION
@@ -43,102 +49,141 @@ def result_of(verdict: Verdict | None) -> str:
     return "ready" if verdict.ready else "waiting"
 
 
+Reconcile = Callable[[Key, Mapping[str, Any] | None, int], Verdict | None]
+"""(key, the resource as just seen or None to read it, kopf's retry count) -> verdict (None: gone)."""
+
+
+def reconciler(ctx: Context) -> Reconcile:
+    """Reconcile one resource against the cluster with the controller of its kind."""
+
+    def run(key: Key, body: Mapping[str, Any] | None, retry: int) -> Verdict | None:
+        kind, namespace, name = key
+        obj = dict(body) if body is not None else ctx.kube.get(API_VERSION, kind, namespace, name)
+        return reconcile_once(ctx, CONTROLLERS[kind], obj, retry) if obj is not None else None
+
+    return run
+
+
 class Runner:
-    def __init__(self, ctx: Context, metrics: Metrics) -> None:
-        self.ctx = ctx
+    def __init__(self, reconcile: Reconcile, metrics: Metrics) -> None:
+        self._reconcile = reconcile
         self.metrics = metrics
-        self._mu = threading.Lock()
-        self._locks: dict[Key, threading.Lock] = {}
+        self._cv = threading.Condition()
+        self._queue: deque[Key] = deque()
+        self._queued: set[Key] = set()
+        self._running: set[Key] = set()
         self._dirty: set[Key] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def start(self, workers: int) -> None:
+        """Start the worker threads, in the caller's context (kopf's, so that Events can be posted)."""
+        context = contextvars.copy_context()
+        for i in range(workers):
+            thread = threading.Thread(target=context.copy().run, args=(self._work,), name=f"reconcile-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # ---------------------------------------------------------------------------- entry points
+    def poke(self, key: Key) -> None:
+        """Reconcile `key` soon (returns at once)."""
+        with self._cv:
+            self._enqueue_locked(key)
 
     def reconcile(self, key: Key, body: Mapping[str, Any] | None = None, retry: int = 0) -> Verdict | None:
-        """Reconcile now and return the verdict (after a reconcile of the same resource that is running).
+        """Reconcile `key` now, in this thread, and return the verdict. Errors propagate.
 
-        Errors propagate: the caller is a kopf change handler, which retries with back-off.
+        Waits for a reconcile of the same resource that is running; a queued one is dropped,
+        since this one reads the resource afresh anyway.
         """
-        lock = self._lock_for(key)
-        lock.acquire()
-        self._gauge()
-        return self._drain(key, lock, body, retry, raise_errors=True)
-
-    def poke(self, key: Key) -> None:
-        """Reconcile soon: now in this thread, or right after the reconcile that is running."""
-        lock = self._lock_for(key)
-        with self._mu:
-            if not lock.acquire(blocking=False):
-                self._dirty.add(key)
-                self._gauge_locked()
-                return
-        self._gauge()
-        self._drain(key, lock, None, 0, raise_errors=False)
+        with self._cv:
+            self._queued.discard(key)
+            while key in self._running:
+                self._cv.wait()
+            self._running.add(key)
+            self._gauge_locked()
+        try:
+            return self._run_once(key, body, retry)
+        finally:
+            self._done(key)
 
     def forget(self, key: Key) -> None:
-        """The resource is gone: drop what was kept for it."""
-        with self._mu:
+        """The resource is gone: a queued reconcile of it is dropped."""
+        with self._cv:
+            self._queued.discard(key)
             self._dirty.discard(key)
-            lock = self._locks.get(key)
-            if lock is not None and not lock.locked():
-                del self._locks[key]
             self._gauge_locked()
 
     def depth(self) -> int:
-        """Reconciles running or waiting to run again."""
-        with self._mu:
+        """Resources queued, being reconciled, or due to be reconciled again."""
+        with self._cv:
             return self._depth_locked()
 
-    # -------------------------------------------------------------------------------- internals
-    def _lock_for(self, key: Key) -> threading.Lock:
-        with self._mu:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = self._locks[key] = threading.Lock()
-            return lock
+    # ------------------------------------------------------------------------------- internals
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                key = self._queue.popleft()
+                if key not in self._queued:
+                    continue  # dropped meanwhile (reconciled by a change handler, or deleted)
+                self._queued.discard(key)
+                if key in self._running:
+                    self._dirty.add(key)
+                    continue
+                self._running.add(key)
+            try:
+                self._run_once(key, None, 0)
+            except Exception as exc:
+                # The next event, kopf timer or change-handler retry reconciles it again.
+                log.warning("reconcile of %s %s/%s failed: %s", *key, exc)
+            finally:
+                self._done(key)
 
-    def _drain(
-        self, key: Key, lock: threading.Lock, body: Mapping[str, Any] | None, retry: int, raise_errors: bool
-    ) -> Verdict | None:
-        verdict: Verdict | None = None
-        try:
-            while True:
-                with self._mu:
-                    self._dirty.discard(key)
-                verdict = self._run_once(key, body, retry, raise_errors)
-                body = None  # a re-run reads the resource afresh
-                with self._mu:
-                    if key not in self._dirty:
-                        lock.release()
-                        self._gauge_locked()
-                        return verdict
-        except BaseException:
-            with self._mu:
-                lock.release()
-                self._gauge_locked()
-            raise
+    def _done(self, key: Key) -> None:
+        with self._cv:
+            self._running.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self._enqueue_locked(key)
+            self._cv.notify_all()
+            self._gauge_locked()
 
-    def _run_once(self, key: Key, body: Mapping[str, Any] | None, retry: int, raise_errors: bool) -> Verdict | None:
-        kind, namespace, name = key
+    def _enqueue_locked(self, key: Key) -> None:
+        if key in self._running:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(key)
+            self._cv.notify()
+        self._gauge_locked()
+
+    def _run_once(self, key: Key, body: Mapping[str, Any] | None, retry: int) -> Verdict | None:
+        kind = key[0]
         started = time.perf_counter()
         try:
-            obj = dict(body) if body is not None else self.ctx.kube.get(API_VERSION, kind, namespace, name)
-            verdict = reconcile_once(self.ctx, CONTROLLERS[kind], obj, retry) if obj is not None else None
-        except Exception as exc:
+            verdict = self._reconcile(key, body, retry)
+        except Exception:
             self.metrics.reconciles.labels(kind, "error").inc()
             self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
-            if raise_errors:
-                raise
-            # The next event, timer or change handler retry reconciles it again.
-            log.warning("reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
-            return None
+            raise
         self.metrics.reconciles.labels(kind, result_of(verdict)).inc()
         self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
         return verdict
-
-    def _gauge(self) -> None:
-        with self._mu:
-            self._gauge_locked()
 
     def _gauge_locked(self) -> None:
         self.metrics.queue_depth.set(self._depth_locked())
 
     def _depth_locked(self) -> int:
-        return sum(1 for lock in self._locks.values() if lock.locked()) + len(self._dirty)
+        return len(self._queued) + len(self._running) + len(self._dirty)

@@ -64,7 +64,9 @@ def _reshape(status: int, raw: bytes) -> bytes:
     errors = doc.get("detail")
     if not isinstance(errors, list) or not errors:
         where = "path" if status in (404, 405) else "body"
-        errors = [{"field": where, "loc": [], "msg": str(doc.get("error") or f"HTTP {status}"), "type": f"http_{status}"}]
+        errors = [
+            {"field": where, "loc": [], "msg": str(doc.get("error") or f"HTTP {status}"), "type": f"http_{status}"}
+        ]
     return json.dumps(error_body([e if isinstance(e, dict) else {"msg": str(e)} for e in errors])).encode()
 
 
@@ -112,11 +114,14 @@ class HttpGuard:
         try:
             refusal = self._check_headers(scope, max_bytes)
             if refusal is None and scope.get("method") == "POST":
-                body, too_big = await _read_body(receive, max_bytes)
-                if too_big:
+                body, outcome = await _read_body(receive, max_bytes)
+                if outcome == "disconnected":
+                    status_box[0] = 499  # the client went away before sending its body; nobody to answer
+                    return
+                if outcome == "too_big":
                     refusal = (413, _too_large(max_bytes))
                 else:
-                    receive = _replay(body)
+                    receive = _replay(body, receive)
             if refusal is not None:
                 await _send_json(counting_send, *refusal)
             else:
@@ -166,34 +171,35 @@ def _too_large(max_bytes: int) -> dict[str, Any]:
     )
 
 
-async def _read_body(receive: Receive, max_bytes: int) -> tuple[bytes, bool]:
-    """The whole body, or (partial, True) as soon as it passes `max_bytes`."""
+async def _read_body(receive: Receive, max_bytes: int) -> tuple[bytes, str]:
+    """(body, "complete"), or stop early with "too_big" past `max_bytes` or "disconnected"."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks), False
+            return b"", "disconnected"
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
-            return b"", True
+            return b"", "too_big"
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks), False
+            return b"".join(chunks), "complete"
 
 
-def _replay(body: bytes) -> Receive:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that gives the buffered body first, then the client's own events (its disconnect)."""
     sent = False
 
-    async def receive() -> Message:
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replay
 
 
 async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:

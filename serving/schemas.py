@@ -78,17 +78,6 @@ class RecallResponse(WireModel):
     items: list[RecalledItem]
 
 
-class RankOutcome(WireModel):
-    """One request's result inside a merged forward pass (`/rank_batch`): its items, or why it was refused."""
-
-    model_version: str
-    request_id: str | None = None
-    items: list[ScoredItem] = Field(default_factory=list, description="The candidates, best first.")
-    errors: list[dict[str, Any]] = Field(
-        default_factory=list, description="Why the request was refused (loc, msg, type)."
-    )
-
-
 class FeatureSummary(WireModel):
     name: str
     group: str

@@ -24,8 +24,8 @@ from .model_source import ModelLocation, resolve_model
 from .schemas import (
     FeatureSummary,
     ModelInfo,
-    RankOutcome,
     RankRequest,
+    RankResponse,
     RecalledItem,
     RecallRequest,
     RecallResponse,
@@ -84,7 +84,7 @@ class Scorer:
 
     @property
     def endpoints(self) -> list[str]:
-        return ["rank", "rank_batch", "recall"] if self.loaded.item_index is not None else ["rank", "rank_batch"]
+        return ["rank", "recall"] if self.loaded.item_index is not None else ["rank"]
 
     # ---- scoring --------------------------------------------------------------------
     def score_rows(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -95,35 +95,27 @@ class Scorer:
         with torch.inference_mode():
             return self.loaded.score(batch).numpy().astype(np.float32, copy=False)
 
-    def rank_batch(self, requests: Sequence[RankRequest]) -> tuple[list[RankOutcome], int]:
-        """(outcome per request, rows scored): every valid request's candidates in one forward pass.
+    def rank_rows(self, request: RankRequest) -> list[dict[str, Any]]:
+        """The request's candidate rows (user ∪ context ∪ candidate), validated. Raises RequestInvalid."""
+        return self.validator.rank_rows(request)
 
-        A request that fails validation gets its errors and no items; it never fails the others.
-        """
-        rows: list[dict[str, Any]] = []
-        spans: list[tuple[int, int] | list[dict[str, Any]]] = []
-        for request in requests:
-            try:
-                request_rows = self.validator.rank_rows(request)
-            except RequestInvalid as exc:
-                spans.append(exc.errors)
-                continue
-            spans.append((len(rows), len(rows) + len(request_rows)))
-            rows.extend(request_rows)
-        scores = self.score_rows(rows)
-        outcomes = []
-        for request, span in zip(requests, spans, strict=True):
-            if isinstance(span, list):
-                outcomes.append(RankOutcome(model_version=self.version, request_id=request.request_id, errors=span))
-                continue
-            own = scores[span[0] : span[1]]
-            # Stable: equal scores keep the caller's order.
-            order = np.argsort(-own, kind="stable")
-            items = [
-                ScoredItem(item_id=request.candidates[i]["item_id"], index=int(i), score=float(own[i])) for i in order
-            ]
-            outcomes.append(RankOutcome(model_version=self.version, request_id=request.request_id, items=items))
-        return outcomes, len(rows)
+    def score_groups(self, groups: Sequence[Sequence[dict[str, Any]]]) -> list[np.ndarray]:
+        """Scores of several requests' rows from one forward pass: one array per group, in order."""
+        flat = [row for group in groups for row in group]
+        scores = self.score_rows(flat)
+        bounds = np.cumsum([0, *(len(g) for g in groups)])
+        return [scores[bounds[i] : bounds[i + 1]] for i in range(len(groups))]
+
+    def ranked(self, request: RankRequest, scores: np.ndarray) -> RankResponse:
+        """The response to `request` given its candidates' scores: best first, ties in request order."""
+        order = np.argsort(-scores, kind="stable")
+        candidates = request.candidates
+        items = [ScoredItem(item_id=candidates[i]["item_id"], index=int(i), score=float(scores[i])) for i in order]
+        return RankResponse(model_version=self.version, request_id=request.request_id, items=items)
+
+    def rank(self, request: RankRequest) -> RankResponse:
+        """Validate and score one request on its own (no batching): the in-process path."""
+        return self.ranked(request, self.score_groups([self.rank_rows(request)])[0])
 
     def recall(self, request: RecallRequest) -> RecallResponse:
         """The top-k items of the exported item index for the request's user and context.

@@ -20,9 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 import bentoml
+import numpy as np
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
 from bentoml.exceptions import NotFound, ServiceUnavailable
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -34,13 +37,13 @@ from starlette.routing import Route
 from .config import ServingConfig
 from .http_guard import HttpGuard, error_body
 from .metrics import ServingMetrics
-from .schemas import ModelInfo, RankOutcome, RankRequest, RankResponse, RecallRequest, RecallResponse
+from .schemas import ModelInfo, RankRequest, RankResponse, RecallRequest, RecallResponse
 from .scoring import EndpointNotSupported, Scorer
 from .validation import RequestInvalid
 
 log = logging.getLogger("recplane.serving")
 CONFIG = ServingConfig.from_env()
-GUARDED_PATHS = ("/rank", "/rank_batch", "/recall")
+GUARDED_PATHS = ("/rank", "/recall")
 SERVICE_NAME = "recplane-serving"
 
 
@@ -72,6 +75,14 @@ def _invalid(title: str, errors: list[dict[str, Any]]) -> ValidationError:
         for e in errors
     ]
     return ValidationError.from_exception_data(title, details)
+
+
+class Overloaded(ServiceUnavailable):
+    """Adaptive batching shed the request: it would have waited past RECPLANE_SERVE_MAX_LATENCY_MS."""
+
+
+def _overloaded() -> NoReturn:
+    raise Overloaded("overloaded: the request would wait longer than RECPLANE_SERVE_MAX_LATENCY_MS; retry later")
 
 
 def _current() -> RecplaneServing | None:
@@ -125,6 +136,7 @@ class RecplaneServing:
         self.metrics = ServingMetrics()
         self.scorer: Scorer | None = None
         self.load_error: str | None = None
+        self._dispatch: Callable[[list[dict[str, Any]]], Awaitable[np.ndarray]] | None = None
         # Load in the background: /livez answers at once, /readyz turns 200 when the model is in.
         self._loader = threading.Thread(target=self._load, name="recplane-model-load", daemon=True)
         self._loader.start()
@@ -163,30 +175,40 @@ class RecplaneServing:
             raise ServiceUnavailable(self.load_error or "the model is still loading; retry when /readyz is 200")
         return self.scorer
 
-    @bentoml.api(
-        batchable=True, batch_dim=0, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms
-    )
-    def rank_batch(self, requests: list[RankRequest]) -> list[RankOutcome]:
-        """Score several /rank requests in one forward pass; each outcome has its items or its errors."""
+    def _batcher(self) -> Callable[[list[dict[str, Any]]], Awaitable[np.ndarray]]:
+        """BentoML's adaptive batching dispatcher over `_score_groups`, created on first use (in the event loop)."""
+        if self._dispatch is None:
+            dispatcher: CorkDispatcher[list[dict[str, Any]], np.ndarray] = CorkDispatcher(
+                max_latency_in_ms=self.config.max_latency_ms,
+                max_batch_size=self.config.max_batch_size,
+                fallback=_overloaded,
+                get_batch_size=lambda _: 1,  # one request is one unit of the batch
+            )
+            self._dispatch = dispatcher(self._score_groups)  # type: ignore[arg-type]
+        return self._dispatch
+
+    def _score_groups(self, groups: Sequence[list[dict[str, Any]]]) -> list[np.ndarray]:
+        """One forward pass over the rows of every merged request (runs in a worker thread)."""
         scorer = self._ready_scorer()
         started = time.perf_counter()
-        outcomes, rows = scorer.rank_batch(requests)
+        scores = scorer.score_groups(groups)
         version = scorer.version
-        self.metrics.batch_requests.labels(version).observe(len(requests))
-        self.metrics.batch_rows.labels(version).observe(rows)
+        self.metrics.batch_requests.labels(version).observe(len(groups))
+        self.metrics.batch_rows.labels(version).observe(sum(len(g) for g in groups))
         self.metrics.forward_seconds.labels(version).observe(time.perf_counter() - started)
-        return outcomes
+        return scores
 
     @bentoml.api
     async def rank(self, request: RankRequest, /) -> RankResponse:
         """Score `candidates` for `user` in `context`; items come back best first."""
         scorer = self._ready_scorer()
-        self.metrics.candidates.labels(scorer.version).observe(len(request.candidates))
-        outcomes = await self.to_async.rank_batch([request])  # type: ignore[attr-defined]
-        outcome: RankOutcome = outcomes[0]
-        if outcome.errors:
-            raise _invalid("RankRequest", outcome.errors)
-        return RankResponse(model_version=outcome.model_version, request_id=request.request_id, items=outcome.items)
+        try:
+            rows = scorer.rank_rows(request)
+        except RequestInvalid as exc:
+            raise _invalid("RankRequest", exc.errors) from None
+        self.metrics.candidates.labels(scorer.version).observe(len(rows))
+        scores = await self._batcher()(rows)
+        return scorer.ranked(request, scores)
 
     @bentoml.api
     def recall(self, request: RecallRequest, /) -> RecallResponse:

@@ -231,7 +231,7 @@ def _kind_of(value: Any) -> str:
     if isinstance(value, int):
         return "an integer"
     if isinstance(value, float):
-        return "a number" if math.isfinite(value) else f"the non-finite number {value}"
+        return "a number" if math.isfinite(value) else _json_number(value)
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
@@ -249,7 +249,7 @@ def _check(rule: ColumnRule, value: Any) -> tuple[str | None, Any]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be {rule.describe()} for feature {_features(rule)}, got {_kind_of(value)}", None
         if isinstance(value, float) and not math.isfinite(value):
-            return f"must be a finite number for feature {_features(rule)}, got {value}", None
+            return f"must be a finite number for feature {_features(rule)}, got {_json_number(value)}", None
         if rule.value_type == "integer":
             # The training column holds integers: 13.0 is 13, 13.5 has no integer value to bucket.
             if isinstance(value, float):
@@ -307,6 +307,11 @@ def _check_id(rule: ColumnRule, value: Any) -> tuple[str | None, Any]:
         "boolean": "a boolean",
     }[wanted]
     return f"must be {expected} for feature {_features(rule)}, got {_kind_of(value)}", None
+
+
+def _json_number(value: float) -> str:
+    """NaN, Infinity, -Infinity: the non-finite values as a JSON body spells them."""
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _features(rule: ColumnRule) -> str:

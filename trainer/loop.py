@@ -32,7 +32,15 @@ from .optim import (
     dense_parameters,
     lr_factor,
 )
-from .sharding import Table, describe_plan, embedding_tables, format_plan, plan_sharding, shard_model
+from .sharding import (
+    Table,
+    describe_plan,
+    embedding_tables,
+    format_plan,
+    is_replicated,
+    plan_sharding,
+    shard_model,
+)
 from .telemetry import TrainTelemetry
 from .weights import average_buffers, init_embeddings, load_unsharded
 
@@ -104,10 +112,17 @@ class Trainer:
             spec.model, self.inputs, spec.optimization.embedding_precision, device=torch.device("meta")
         )
         module = TrainModule(model)
-        attach_sparse_optimizer(module, spec.optimization)
+        if not is_replicated(spec.distributed.sharding):
+            if spec.optimization.sparse_optimizer == "adam" and self.ctx.device.type != "cuda":
+                raise TrainError(
+                    "spec.optimization.sparseOptimizer",
+                    "the fused adam embedding optimiser runs only on GPUs (FBGEMM's CPU kernels support row-wise "
+                    "Adagrad and SGD); use rowwise_adagrad or sgd on CPU, or distributed.sharding data_parallel",
+                )
+            attach_sparse_optimizer(module, spec.optimization)
         self.tables = embedding_tables(module)
         plan = plan_sharding(module, spec.distributed.sharding, self.ctx, self.batch_size)
-        self.plan = describe_plan(plan, self.tables)
+        self.plan = describe_plan(plan, self.tables, self.ctx.world_size)
         self.telemetry.log(
             f"sharding plan ({spec.distributed.sharding}, {self.ctx.world_size} processes):\n{format_plan(self.plan)}"
         )
@@ -133,8 +148,8 @@ class Trainer:
                 self.telemetry.log(f"removed checkpoints of an earlier spec or input: {', '.join(dropped)}")
             return None
         # Optimiser state is created lazily; make it exist so DCP can load into it in place.
-        for _, part in self.optimizer._optims:  # type: ignore[attr-defined]
-            if part is not getattr(self.dmp, "fused_optimizer", None):
+        for key, part in self.optimizer._optims:  # type: ignore[attr-defined]
+            if key != "sparse_fused":
                 part.init_state()
         state = self._state()
         self.checkpoints.load(info, state)
@@ -181,7 +196,7 @@ class Trainer:
             f"{self.ctx.world_size} processes ({self.steps_per_epoch} steps per epoch)"
         )
         self.dmp.train()
-        started, checkpoint_seconds, new_samples = time.perf_counter(), 0.0, 0
+        started, checkpoint_seconds, new_samples, first_step = time.perf_counter(), 0.0, 0, step
         losses: list[tuple[int, float]] = []
         loss_value: float | None = None
         while step < self.total_steps and epoch < self.spec.optimization.epochs:
@@ -204,7 +219,12 @@ class Trainer:
                 losses.append((step, loss_value))
                 elapsed = time.perf_counter() - started - checkpoint_seconds
                 self.telemetry.progress(
-                    step, loss_value, new_samples / max(elapsed, 1e-9), elapsed, force=step == self.total_steps
+                    step,
+                    loss_value,
+                    new_samples / max(elapsed, 1e-9),
+                    elapsed,
+                    done=step - first_step,
+                    force=step == self.total_steps,
                 )
                 if self.checkpoints is not None and step % every == 0 and step < self.total_steps:
                     t0 = time.perf_counter()

@@ -22,6 +22,12 @@ _SPARSE: dict[str, tuple[type[torch.optim.Optimizer], dict[str, float]]] = {
     "adam": (trec_optim.Adam, {"eps": 1e-8}),
     "sgd": (trec_optim.SGD, {}),
 }
+# The same optimisers as plain torch optimisers, for replicated tables updated after the all-reduce.
+_SPARSE_UNFUSED: dict[str, tuple[Callable[..., torch.optim.Optimizer], dict[str, float]]] = {
+    "rowwise_adagrad": (trec_optim.RowWiseAdagrad, {"eps": 1e-8}),
+    "adam": (torch.optim.Adam, {"eps": 1e-8}),
+    "sgd": (torch.optim.SGD, {}),
+}
 _DENSE: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adagrad": torch.optim.Adagrad,
@@ -33,26 +39,47 @@ def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:
     return [p for m in module.modules() if isinstance(m, EmbeddingBagCollection) for p in m.parameters()]
 
 
+def is_embedding(name: str) -> bool:
+    return ".embedding_bags." in name
+
+
 def attach_sparse_optimizer(module: nn.Module, opt: Optimization) -> None:
-    """Fuse the sparse optimiser into the embedding backward; call before sharding.
+    """Fuse the sparse optimiser into the embedding backward of sharded tables; call before sharding.
 
     Embedding rows are updated as their gradients are produced, so a step never holds a
-    dense gradient of a table (which for large tables would not fit).
+    dense gradient of a table (which for large tables would not fit). Replicated
+    (data_parallel) tables skip this: their optimiser must run after DDP's all-reduce.
     """
     cls, extra = _SPARSE[opt.sparse_optimizer]
+    # TorchRec divides embedding gradients by the world size in the all-to-all backward, so sharded
+    # tables see the global-batch mean gradient, as DDP gives the dense layers and replicated tables.
     apply_optimizer_in_backward(cls, embedding_parameters(module), {"lr": opt.sparse_learning_rate, **extra})
 
 
 def build_optimizer(model: nn.Module, opt: Optimization) -> KeyedOptimizer:
     """One optimiser over the sharded model: fused embedding optimisers + the dense optimiser."""
-    dense_params = dict(in_backward_optimizer_filter(model.named_parameters()))
-    factory = _DENSE[opt.dense_optimizer]
-    parts: list[KeyedOptimizer] = []
+    rest = dict(in_backward_optimizer_filter(model.named_parameters()))
+    replicated_tables = {k: p for k, p in rest.items() if is_embedding(k)}
+    dense_params = {k: p for k, p in rest.items() if not is_embedding(k)}
+    dense_factory = _DENSE[opt.dense_optimizer]
+    sparse_cls, extra = _SPARSE_UNFUSED[opt.sparse_optimizer]
+    parts: list[tuple[str, KeyedOptimizer]] = []
     fused = getattr(model, "fused_optimizer", None)
-    if fused is not None:
-        parts.append(fused)
+    if fused is not None and fused.params:
+        parts.append(("sparse_fused", fused))
+    if replicated_tables:
+        parts.append(
+            (
+                "sparse_replicated",
+                KeyedOptimizerWrapper(
+                    replicated_tables, lambda params: sparse_cls(params, lr=opt.sparse_learning_rate, **extra)
+                ),
+            )
+        )
     if dense_params:
-        parts.append(KeyedOptimizerWrapper(dense_params, lambda params: factory(params, lr=opt.learning_rate)))
+        parts.append(
+            ("dense", KeyedOptimizerWrapper(dense_params, lambda params: dense_factory(params, lr=opt.learning_rate)))
+        )
     return CombinedOptimizer(parts)  # type: ignore[arg-type]
 
 
@@ -92,7 +119,10 @@ class Schedule:
 
 
 def dense_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for _, p in in_backward_optimizer_filter(model.named_parameters()) if p.requires_grad]
+    """Parameters of the dense layers (what gradient clipping covers)."""
+    return [
+        p for k, p in in_backward_optimizer_filter(model.named_parameters()) if p.requires_grad and not is_embedding(k)
+    ]
 
 
 def clip_dense_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> float | None:

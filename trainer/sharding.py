@@ -1,9 +1,15 @@
 """Sharding plans: which rank holds which embedding table (or which columns of it).
 
 The TorchRec planner chooses the plan (`auto`) or works inside the constraint the
-TrainJob sets (`table_wise`, `column_wise`, `table_column_wise`, `data_parallel`,
-and `row_wise` on GPUs). The plan is logged, stored in the model version, and
-checked up front so a table it cannot place fails with a message, not deep in FBGEMM.
+TrainJob sets (`table_wise`, `column_wise`, `table_column_wise`, and `row_wise` on
+GPUs). The plan is logged, stored in the model version, and checked up front so a
+table it cannot place fails with a message, not deep in FBGEMM.
+
+`data_parallel` replicates every table on every rank: the tables stay plain TorchRec
+EmbeddingBagCollections inside DDP, their gradients are all-reduced, and the sparse
+optimiser runs after the all-reduce like the dense one. (TorchRec's own data-parallel
+sharding uses FBGEMM's dense TBE kernel, whose backward is not registered for CPU
+tensors in fbgemm-gpu-cpu: its tables would silently never learn.)
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ from .errors import ShardingError
 
 # FBGEMM's fused (optimizer-in-backward) embedding kernels read rows in 4-column vectors.
 COLUMN_ALIGNMENT = 4
+# Share of each device the planner leaves to dense layers, activations and input buffers.
 DENSE_RESERVATION = 0.15
-CPU_SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
+SHARDED_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise")
+CPU_SHARDED_TYPES = ("table_wise", "column_wise", "table_column_wise")
+REPLICATED = "data_parallel"
 _TYPES = {
     "table_wise": ShardingType.TABLE_WISE.value,
     "column_wise": ShardingType.COLUMN_WISE.value,
@@ -69,6 +78,10 @@ def embedding_tables(model: nn.Module) -> list[Table]:
     return out
 
 
+def is_replicated(sharding: str) -> bool:
+    return sharding == REPLICATED
+
+
 def column_block(dim: int, world_size: int) -> int:
     """Width of column-wise shards: the smallest multiple of 4 dividing `dim` that needs at most
     `world_size` shards (a 16-wide table on 2 ranks -> two 8-wide shards)."""
@@ -77,33 +90,35 @@ def column_block(dim: int, world_size: int) -> int:
     return min(fitting) if fitting else dim
 
 
-def allowed_sharding_types(sharding: str, ctx: DistContext, precision: str = "fp32") -> list[str]:
-    """TorchRec sharding types the plan may use, refusing what this hardware cannot run."""
+def allowed_sharding_types(sharding: str, ctx: DistContext) -> list[str]:
+    """TorchRec sharding types the planner may use, refusing what this hardware cannot run."""
     on_gpu = ctx.device.type == "cuda"
-    if sharding == "data_parallel" and precision == "fp16":
-        # Replicated tables train through the dense kernel, whose fp16 row-wise updates overflow.
-        raise ShardingError(
-            "spec.optimization.embeddingPrecision",
-            "fp16 embedding storage needs sharded tables (FBGEMM's fused kernels); data_parallel replicas "
-            "train in fp32. Set embeddingPrecision fp32, or pick a sharding other than data_parallel",
-        )
     if sharding == "row_wise" and not on_gpu:
         raise ShardingError(
             "spec.distributed.sharding",
             "row_wise sharding needs GPUs (FBGEMM's row-wise kernels and nccl); this run is on CPU. "
-            f"Pick one of {', '.join(CPU_SHARDING_TYPES)} or auto, or run on GPUs with distributed.backend nccl",
+            "Pick auto, table_wise, column_wise, table_column_wise or data_parallel, "
+            "or run on GPUs with distributed.backend nccl",
         )
     if sharding == "auto":
-        candidates = _TYPES if on_gpu else CPU_SHARDING_TYPES
-        return [_TYPES[t] for t in candidates if not (t == "data_parallel" and precision == "fp16")]
-    if sharding not in _TYPES:
-        raise ShardingError("spec.distributed.sharding", f"unknown sharding {sharding!r}; use auto or {', '.join(_TYPES)}")
+        return [_TYPES[t] for t in (SHARDED_TYPES if on_gpu else CPU_SHARDED_TYPES)]
+    if sharding not in SHARDED_TYPES:
+        raise ShardingError(
+            "spec.distributed.sharding", f"unknown sharding {sharding!r}; use auto, {', '.join(_TYPES)}"
+        )
     return [_TYPES[sharding]]
 
 
 def check_placeable(tables: list[Table], sharding: str) -> None:
     """Refuse tables the plan cannot place, naming the feature and the fix."""
-    if sharding == "data_parallel":
+    if is_replicated(sharding):
+        if any(t.data_type == "fp16" for t in tables):
+            raise ShardingError(
+                "spec.optimization.embeddingPrecision",
+                "fp16 embedding storage needs sharded tables (FBGEMM's fused kernels keep fp16 rows with fp32 "
+                "optimiser state); data_parallel replicas train through plain fp32 optimisers. Set "
+                "embeddingPrecision fp32, or pick a sharding other than data_parallel",
+            )
         return
     for t in tables:
         if t.embedding_dim % COLUMN_ALIGNMENT:
@@ -118,23 +133,26 @@ def check_placeable(tables: list[Table], sharding: str) -> None:
 
 
 def constraints(tables: list[Table], sharding: str, ctx: DistContext) -> dict[str, ParameterConstraints]:
-    precision = "fp16" if any(t.data_type == "fp16" for t in tables) else "fp32"
-    types = allowed_sharding_types(sharding, ctx, precision)
-    out = {}
-    for t in tables:
-        kernels = ["dense"] if types == [_TYPES["data_parallel"]] else None
-        out[t.name] = ParameterConstraints(
+    types = allowed_sharding_types(sharding, ctx)
+    return {
+        t.name: ParameterConstraints(
             sharding_types=types,
-            compute_kernels=kernels,
+            compute_kernels=["fused"],
             min_partition=column_block(t.embedding_dim, ctx.world_size),
         )
-    return out
+        for t in tables
+    }
 
 
 def plan_sharding(model: nn.Module, sharding: str, ctx: DistContext, batch_size: int) -> ShardingPlan:
-    """The plan every rank agrees on (computed by the planner on rank 0 and broadcast)."""
+    """The plan every rank agrees on (computed by the planner on rank 0 and broadcast).
+
+    `data_parallel` gives an empty plan: DistributedModelParallel then replicates the tables with DDP.
+    """
     tables = embedding_tables(model)
     check_placeable(tables, sharding)
+    if is_replicated(sharding):
+        return ShardingPlan(plan={})
     topology = TopologyFactory.create_topology(
         TrainerConfig(world_size=ctx.world_size, local_world_size=_local_world_size(ctx)),
         kernel_config=KernelConfig(compute_device=ctx.device.type),
@@ -143,7 +161,6 @@ def plan_sharding(model: nn.Module, sharding: str, ctx: DistContext, batch_size:
         topology=topology,
         batch_size=batch_size,
         constraints=constraints(tables, sharding, ctx),
-        # Keep a fixed share of each device for dense parts and activations.
         storage_reservation=FixedPercentageStorageReservation(DENSE_RESERVATION),
     )
     try:
@@ -170,30 +187,36 @@ def shard_model(module: nn.Module, plan: ShardingPlan, ctx: DistContext) -> Dist
         )
 
 
-def describe_plan(plan: ShardingPlan, tables: list[Table]) -> dict[str, Any]:
+def describe_plan(plan: ShardingPlan, tables: list[Table], world_size: int) -> dict[str, Any]:
     """JSON form of a plan: per table its sharding type, kernel, ranks and shards."""
-    by_name = {t.name: t for t in tables}
     out: dict[str, Any] = {}
+    planned: dict[str, Any] = {}
     for module_path, module_plan in plan.plan.items():
         for name, ps in module_plan.items():  # type: ignore[attr-defined]
-            shards = []
-            if ps.sharding_spec is not None:
-                for sm in ps.sharding_spec.shards:  # type: ignore[attr-defined]
-                    shards.append(
-                        {"offsets": list(sm.shard_offsets), "sizes": list(sm.shard_sizes), "placement": str(sm.placement)}
-                    )
-            table = by_name.get(name)
-            out[name] = {
-                "module": module_path,
-                "feature": table.feature if table else None,
-                "rows": table.num_embeddings if table else None,
-                "dim": table.embedding_dim if table else None,
-                "dataType": table.data_type if table else None,
-                "shardingType": ps.sharding_type,
-                "computeKernel": ps.compute_kernel,
-                "ranks": list(ps.ranks) if ps.ranks is not None else None,
-                "shards": shards,
-            }
+            planned[name] = (module_path, ps)
+    for t in tables:
+        entry: dict[str, Any] = {
+            "module": t.module,
+            "feature": t.feature,
+            "rows": t.num_embeddings,
+            "dim": t.embedding_dim,
+            "dataType": t.data_type,
+        }
+        if t.name not in planned:
+            entry.update(shardingType=REPLICATED, computeKernel="dense", ranks=list(range(world_size)), shards=[])
+        else:
+            _, ps = planned[t.name]
+            shards = [
+                {"offsets": list(sm.shard_offsets), "sizes": list(sm.shard_sizes), "placement": str(sm.placement)}
+                for sm in (ps.sharding_spec.shards if ps.sharding_spec is not None else [])  # type: ignore[attr-defined]
+            ]
+            entry.update(
+                shardingType=ps.sharding_type,
+                computeKernel=ps.compute_kernel,
+                ranks=list(ps.ranks) if ps.ranks is not None else list(range(world_size)),
+                shards=shards,
+            )
+        out[t.name] = entry
     return out
 
 
@@ -201,15 +224,9 @@ def format_plan(described: dict[str, Any]) -> str:
     """The plan as a small table for the log."""
     lines = [f"{'table':<28} {'type':<18} {'kernel':<8} {'rows':>10} {'dim':>5}  ranks"]
     for name, p in described.items():
-        ranks = ",".join(str(r) for r in p["ranks"]) if p["ranks"] else "all"
+        ranks = ",".join(str(r) for r in p["ranks"])
         lines.append(f"{name:<28} {p['shardingType']:<18} {p['computeKernel']:<8} {p['rows']:>10} {p['dim']:>5}  {ranks}")
     return "\n".join(lines)
-
-
-def table_bytes(tables: list[Table]) -> int:
-    """Bytes of all embedding weights as stored (fp32 = 4, fp16 = 2 bytes per value)."""
-    size = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
-    return sum(t.num_embeddings * t.embedding_dim * size.get(t.data_type, 4) for t in tables)
 
 
 def _sharders() -> list[EmbeddingBagCollectionSharder]:
@@ -218,17 +235,3 @@ def _sharders() -> list[EmbeddingBagCollectionSharder]:
 
 def _local_world_size(ctx: DistContext) -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
-
-
-__all__ = [
-    "Table",
-    "allowed_sharding_types",
-    "check_placeable",
-    "column_block",
-    "describe_plan",
-    "embedding_tables",
-    "format_plan",
-    "plan_sharding",
-    "shard_model",
-    "table_bytes",
-]

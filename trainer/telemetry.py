@@ -43,7 +43,10 @@ class TrainTelemetry:
         if self.enabled:
             print(message, file=sys.stderr, flush=True)
 
-    def progress(self, step: int, loss: float, samples_per_second: float, elapsed: float, force: bool = False) -> None:
+    def progress(
+        self, step: int, loss: float, samples_per_second: float, elapsed: float, done: int, force: bool = False
+    ) -> None:
+        """`step`: steps of the run so far; `done`: steps this process made in `elapsed` seconds (for the ETA)."""
         if not self.enabled:
             return
         self.step.labels(self.job).set(step)
@@ -55,8 +58,8 @@ class TrainTelemetry:
         self._last_log = now
         total = f"/{self.total_steps}" if self.total_steps else ""
         eta = ""
-        if self.total_steps and step:
-            remaining = elapsed / step * max(0, self.total_steps - step)
+        if self.total_steps and done:
+            remaining = elapsed / done * max(0, self.total_steps - step)
             eta = f"  eta {timedelta(seconds=round(remaining))}"
         self.log(f"step {step}{total}  loss {loss:.5f}  {samples_per_second:,.0f} samples/s{eta}")
 

@@ -287,6 +287,11 @@ def _same_values(a: pa.Array, b: pa.Array) -> bool:
     return len(a) == len(b) and a.type == b.type and a.equals(b)
 
 
+def _index_dtype(t: pa.DataType) -> np.dtype:
+    """numpy dtype of a dictionary's integer index type (without pyarrow's pandas-based helper)."""
+    return np.dtype(f"{'int' if pa.types.is_signed_integer(t) else 'uint'}{t.bit_width}")
+
+
 def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any, out: np.ndarray | None = None) -> np.ndarray:
     """Ids of a dictionary array: `ids_of(dictionary)` maps each entry once (with MISSING_ID appended
     for null indices), then every row gathers its entry's id."""
@@ -296,7 +301,7 @@ def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any, out: np.ndarray 
         indices = pc.fill_null(indices, len(per_entry) - 1)
     idx = np.frombuffer(
         indices.buffers()[1],
-        dtype=indices.type.to_pandas_dtype(),
+        dtype=_index_dtype(indices.type),
         count=len(indices),
         offset=indices.offset * indices.type.byte_width,
     )

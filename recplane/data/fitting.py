@@ -36,6 +36,7 @@ from .features import (
     VOCAB_DIR,
     FeatureProcessor,
     _flatten,
+    _index_dtype,
     _same_values,
     column_kind,
 )
@@ -181,11 +182,11 @@ class _VocabularyAccumulator(_Accumulator):
                 .group_by("hash", use_threads=False)
                 .aggregate([("count", "sum"), ("vidx", "min")])
             )
-            kept_values = pa.concat_arrays(self.values).take(grouped["vidx_min"])
+            kept_values = pa.concat_arrays(self.values).take(grouped["vidx_min"].combine_chunks())
             merged = pa.table(
                 {
-                    "hash": grouped["hash"],
-                    "count": grouped["count_sum"],
+                    "hash": grouped["hash"].combine_chunks(),
+                    "count": grouped["count_sum"].combine_chunks(),
                     "vidx": pa.array(np.arange(grouped.num_rows, dtype=np.int64)),
                 }
             )
@@ -221,7 +222,7 @@ def _valid_indices(indices: pa.Array) -> np.ndarray:
         indices = pc.drop_null(indices)
     return np.frombuffer(
         indices.buffers()[1],
-        dtype=indices.type.to_pandas_dtype(),
+        dtype=_index_dtype(indices.type),
         count=len(indices),
         offset=indices.offset * indices.type.byte_width,
     )
@@ -387,8 +388,6 @@ def fit_processor(
         entries.append({"feature": acc.feature.to_wire(), "params": params, "stats": feature_stats})
         stats.append(feature_stats)
     weight = spec.weight_column if spec.weight_column in schema.names else None
-    if weight:
-        kinds.setdefault(weight, "float")
     config = {
         "formatVersion": FORMAT_VERSION,
         "hash": HASH_NAME,

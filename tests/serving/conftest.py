@@ -119,8 +119,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# Small limits, so the limit tests need small bodies.
-SERVER_LIMITS = {"RECPLANE_SERVE_MAX_CANDIDATES": "300", "RECPLANE_SERVE_MAX_BODY_BYTES": str(256 * 1024)}
+# Small limits, so the limit tests need small bodies; a generous batching deadline, so a busy test
+# machine slows requests down instead of shedding them (shedding under load is BentoML's own behaviour).
+SERVER_LIMITS = {
+    "RECPLANE_SERVE_MAX_CANDIDATES": "300",
+    "RECPLANE_SERVE_MAX_BODY_BYTES": str(256 * 1024),
+    "RECPLANE_SERVE_MAX_LATENCY_MS": "30000",
+}
 
 
 def _start(name: str, model_uri: str, workdir: Path, store: Store, extra_env: dict[str, str]) -> _Server:

@@ -13,9 +13,11 @@ import torch
 
 from recplane.api.featureset import Feature, FeatureSetSpec
 from recplane.api.sampleset import SampleSetSpec
+from recplane.data import fitting
 from recplane.data.catalogs import criteo_features, feed_features
 from recplane.data.errors import DataError
 from recplane.data.features import MISSING_ID, OOV_ID, FeatureProcessor
+from recplane.data.fitting import fit_processor
 from recplane.data.hashing import hash_array
 from recplane.data.samples import iter_record_batches, read_split
 from recplane.data.steps import check_sensitive, materialize_featureset, materialize_sampleset
@@ -353,3 +355,15 @@ def test_nan_counts_as_missing_and_booleans_are_numbers(store: Store, tmp_path: 
     out = processor.transform_rows([{"score": float("nan"), "flag": True}, {"score": 12.0, "flag": False}])
     assert out.dense[:, 0].tolist() == [0.0, 12.0]
     assert out.ids("score_b")[0].tolist() == [MISSING_ID, 2]
+
+
+def test_vocabularies_do_not_depend_on_how_partial_counts_are_merged(
+    feed: tuple[Store, Manifest, Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, samples, _ = feed
+    spec = _fs([f for f in feed_features() if f.transform.type == "vocabulary"])
+    once = fit_processor(spec, store, samples)[0]
+    monkeypatch.setattr(fitting, "_MERGE_ROWS", 50)  # merge after (almost) every batch
+    often = fit_processor(spec, store, samples, batch_rows=1000)[0]
+    for name, vocab in once.vocabularies.items():
+        assert often.vocabularies[name].select(["value", "count"]).equals(vocab.select(["value", "count"]))

@@ -57,7 +57,7 @@ class SparseArch(nn.Module):
         kjt = KeyedJaggedTensor.from_lengths_sync(
             keys=["user", "item"], values=torch.tensor([1, 7, 3, 4]), lengths=torch.ones(4, dtype=torch.int32)
         )
-        arch(kjt).values().shape  # [2, 16]; arch.stacked(kjt).shape == [2, 2, 8]
+        arch.flat(kjt).shape  # [2, 16]: user then item
     """
 
     def __init__(
@@ -82,9 +82,19 @@ class SparseArch(nn.Module):
     def forward(self, sparse: KeyedJaggedTensor) -> KeyedTensor:
         return self.ebc(sparse)
 
+    def ordered(self, pooled: KeyedTensor) -> torch.Tensor:
+        """[B, sum of D_f] in `feature_names` order (float32 even for fp16 tables).
+
+        A sharded collection returns its keys grouped by shard, not in table order; the
+        regroup puts them back so sharded training and the unsharded export read alike.
+        """
+        if pooled.keys() == self.feature_names:
+            return pooled.values().float()
+        return KeyedTensor.regroup([pooled], [self.feature_names])[0].float()
+
     def flat(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        """[B, sum of D_f]: every feature's pooled embedding side by side (float32 even for fp16 tables)."""
-        return self.ebc(sparse).values().float()
+        """[B, sum of D_f]: every feature's pooled embedding side by side, in feature order."""
+        return self.ordered(self.ebc(sparse))
 
 
 class FieldEmbeddings(nn.Module):
@@ -110,7 +120,7 @@ class FieldEmbeddings(nn.Module):
     def forward(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
         pooled = self.arch(sparse)
         if self.uniform:
-            values = pooled.values().float()
+            values = self.arch.ordered(pooled)
             return values.view(values.shape[0], self.num_fields, self.dim)
         by_name = pooled.to_dict()
         columns = []
