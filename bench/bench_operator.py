@@ -42,7 +42,7 @@ from recplane.operator.testing import Kubectl, OperatorEnvironment, OperatorProc
 from recplane.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-NS = "bench"
+NS = f"bench-{os.getpid()}"  # fresh on every run, also on a reused cluster
 BUCKET = "recplane-bench"
 API = "recplane.io/v1alpha1"
 CREATORS = 16
@@ -111,6 +111,18 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_component(cluster: DevCluster, op: OperatorProcess) -> dict[str, float]:
+    out = {p.name: cpu_seconds(p.pid) for p in cluster.status().processes if p.alive}
+    out["operator"] = cpu_seconds(op.pid)
+    return out
+
+
 def count_children(kubectl: Kubectl) -> dict[str, int]:
     out = {}
     for kind in ("jobs", "services", "deployments", "hpa"):
@@ -169,6 +181,7 @@ def main() -> None:
         before_children = count_children(kubectl)
         metrics_before = op.metrics()
         api_before = apiserver_requests(kubectl)
+        cpu_before = cpu_by_component(cluster, op)
 
         burst = [trainjob(n) for n in names] + [deployment(f"md-{i:03d}") for i in range(args.count)]
         client = Kube(api_client(str(cluster.kubeconfig), pool_size=CREATORS))
@@ -197,6 +210,7 @@ def main() -> None:
 
         metrics_after = op.metrics()
         api_after = apiserver_requests(kubectl)
+        cpu_after = cpu_by_component(cluster, op)
         reconciles = sum(delta(metrics_after, metrics_before, "recplane_operator_reconciles_total").values())
         requests = sum(delta(metrics_after, metrics_before, "recplane_operator_api_requests_total").values())
         buckets: dict[float, float] = {}
@@ -207,6 +221,13 @@ def main() -> None:
             le = math.inf if bound == "+Inf" else float(bound)
             buckets[le] = buckets.get(le, 0.0) + value
         pairs = list(buckets.items())
+        api_buckets: dict[float, float] = {}
+        for key, value in delta(
+            metrics_after, metrics_before, "recplane_operator_api_request_duration_seconds_bucket"
+        ).items():
+            bound = key.split('le="', 1)[1].split('"', 1)[0]
+            le = math.inf if bound == "+Inf" else float(bound)
+            api_buckets[le] = api_buckets.get(le, 0.0) + value
         by_kind: dict[str, float] = {}
         for key, value in delta(metrics_after, metrics_before, "recplane_operator_reconciles_total").items():
             kind = key.split('kind="', 1)[1].split('"', 1)[0]
@@ -221,8 +242,11 @@ def main() -> None:
             "reconcile_p50_seconds": round(histogram_quantile(0.5, pairs), 3),
             "reconcile_p99_seconds": round(histogram_quantile(0.99, pairs), 3),
             "api_requests_per_reconcile": round(requests / max(reconciles, 1), 2),
+            "api_request_p50_seconds": round(histogram_quantile(0.5, list(api_buckets.items())), 3),
+            "api_request_p99_seconds": round(histogram_quantile(0.99, list(api_buckets.items())), 3),
             "recplane_io_requests_per_resource_all_clients": round((api_after - api_before) / (2 * args.count), 2),
             "operator_peak_rss_mib": round(peak_rss_mib(op.pid), 1),
+            "cpu_seconds_during_burst": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
             "cpus": os.cpu_count(),
         }
         print(json.dumps(results, indent=2))

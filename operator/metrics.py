@@ -4,6 +4,7 @@ recplane_operator_reconciles_total{kind,result}     reconciles by kind and outco
 recplane_operator_reconcile_duration_seconds{kind}  reconcile latency (histogram)
 recplane_operator_queue_depth                       reconciles running, pending a re-run, or scheduled
 recplane_operator_api_requests_total{verb,resource,code}  requests to the API server
+recplane_operator_api_request_duration_seconds{verb}      their latency (histogram)
 recplane_operator_peak_rss_bytes                    peak resident memory of the process
 plus the client library's process_* and python_* collectors.
 """
@@ -56,10 +57,18 @@ class Metrics:
             ["verb", "resource", "code"],
             registry=registry,
         )
+        self.api_latency = Histogram(
+            "recplane_operator_api_request_duration_seconds",
+            "Time a request to the Kubernetes API server takes, as the operator sees it.",
+            ["verb"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
         registry.register(_PeakRss())
 
     def on_request(self, verb: str, plural: str, code: int, seconds: float) -> None:
         self.api_requests.labels(verb, plural, str(code)).inc()
+        self.api_latency.labels(verb).observe(seconds)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

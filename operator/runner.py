@@ -49,17 +49,19 @@ def result_of(verdict: Verdict | None) -> str:
     return "ready" if verdict.ready else "waiting"
 
 
-Reconcile = Callable[[Key, Mapping[str, Any] | None, int], Verdict | None]
-"""(key, the resource as just seen or None to read it, kopf's retry count) -> verdict (None: gone)."""
+Reconcile = Callable[[Key, Mapping[str, Any] | None, int, bool], Verdict | None]
+"""(key, the resource as just seen or None to read it, kopf's retry count, full) -> verdict (None: gone).
+
+`full`: the resource itself changed, so every child is applied (see controllers.base.Controller)."""
 
 
 def reconciler(ctx: Context) -> Reconcile:
     """Reconcile one resource against the cluster with the controller of its kind."""
 
-    def run(key: Key, body: Mapping[str, Any] | None, retry: int) -> Verdict | None:
+    def run(key: Key, body: Mapping[str, Any] | None, retry: int, full: bool) -> Verdict | None:
         kind, namespace, name = key
         obj = dict(body) if body is not None else ctx.kube.get(API_VERSION, kind, namespace, name)
-        return reconcile_once(ctx, CONTROLLERS[kind], obj, retry) if obj is not None else None
+        return reconcile_once(ctx, CONTROLLERS[kind], obj, retry, full) if obj is not None else None
 
     return run
 
@@ -99,7 +101,7 @@ class Runner:
             self._enqueue_locked(key)
 
     def reconcile(self, key: Key, body: Mapping[str, Any] | None = None, retry: int = 0) -> Verdict | None:
-        """Reconcile `key` now, in this thread, and return the verdict. Errors propagate.
+        """Reconcile `key` now, in this thread, applying every child, and return the verdict. Errors propagate.
 
         Waits for a reconcile of the same resource that is running; a queued one is dropped,
         since this one reads the resource afresh anyway.
@@ -111,7 +113,7 @@ class Runner:
             self._running.add(key)
             self._gauge_locked()
         try:
-            return self._run_once(key, body, retry)
+            return self._run_once(key, body, retry, full=True)
         finally:
             self._done(key)
 
@@ -144,7 +146,7 @@ class Runner:
                     continue
                 self._running.add(key)
             try:
-                self._run_once(key, None, 0)
+                self._run_once(key, None, 0, full=False)
             except Exception as exc:
                 # The next event, kopf timer or change-handler retry reconciles it again.
                 log.warning("reconcile of %s %s/%s failed: %s", *key, exc)
@@ -169,11 +171,11 @@ class Runner:
             self._cv.notify()
         self._gauge_locked()
 
-    def _run_once(self, key: Key, body: Mapping[str, Any] | None, retry: int) -> Verdict | None:
+    def _run_once(self, key: Key, body: Mapping[str, Any] | None, retry: int, full: bool) -> Verdict | None:
         kind = key[0]
         started = time.perf_counter()
         try:
-            verdict = self._reconcile(key, body, retry)
+            verdict = self._reconcile(key, body, retry, full)
         except Exception:
             self.metrics.reconciles.labels(kind, "error").inc()
             self.metrics.latency.labels(kind).observe(time.perf_counter() - started)

@@ -28,7 +28,7 @@ class ServingConfig(BaseModel):
 
     model_uri: str = Field(
         default="",
-        alias=MODEL_URI_ENV,
+        alias="RECPLANE_MODEL_URI",
         description="The model version to serve: a version directory, `file:///...`, "
         "`s3://bucket/<ns>/trainjob/<name>/<version>`, or `<ns>/trainjob/<name>/<version|latest>` "
         "resolved against RECPLANE_STORE.",
@@ -87,6 +87,12 @@ class ServingConfig(BaseModel):
     )
     timeout_s: int = Field(
         default=10, ge=1, le=3600, alias="RECPLANE_SERVE_TIMEOUT_S", description="Per-request timeout in seconds."
+    )
+    access_log: bool = Field(
+        default=False,
+        alias="RECPLANE_SERVE_ACCESS_LOG",
+        description="One log line per request; off by default (it costs more than validating a ranking call, "
+        "and /metrics counts requests).",
     )
     max_concurrency: int | None = Field(
         default=None,

@@ -75,9 +75,6 @@ class HttpGuard:
 
     `settings()` returns (max body bytes, model version) when called per request, so the limit and
     the metrics label follow the loaded model; `metrics()` returns the ServingMetrics or None.
-    Calls the service makes to itself (BentoML's self-proxy marks them with a `Runner-Name` header
-    carrying `service_name`) are not counted as requests, and may be a little larger than the
-    limit: their body is the caller's, re-serialised.
     """
 
     def __init__(
@@ -86,13 +83,11 @@ class HttpGuard:
         guarded: Sequence[str],
         settings: Callable[[], tuple[int, str]],
         metrics: Callable[[], Any],
-        service_name: str = "",
     ) -> None:
         self.app = app
         self.guarded = frozenset(guarded)
         self.settings = settings
         self.metrics = metrics
-        self.internal_marker = service_name.encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -101,9 +96,6 @@ class HttpGuard:
             return
         started = time.perf_counter()
         max_bytes, version = self.settings()
-        internal = bool(self.internal_marker) and (b"runner-name", self.internal_marker) in scope.get("headers", [])
-        if internal:
-            max_bytes = 2 * max_bytes + 65_536
         status_box = [500]
 
         async def counting_send(message: Message) -> None:
@@ -125,9 +117,9 @@ class HttpGuard:
             if refusal is not None:
                 await _send_json(counting_send, *refusal)
             else:
-                await self.app(scope, receive, _ErrorReshaper(counting_send))
+                await self.app(scope, receive, _ErrorReshaper(counting_send, loaded=bool(version)))
         finally:
-            registry = None if internal else self.metrics()
+            registry = self.metrics()
             if registry is not None:
                 endpoint = path.strip("/") or "root"
                 registry.requests.labels(endpoint, str(status_box[0]), version).inc()
@@ -214,18 +206,33 @@ async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
-class _ErrorReshaper:
-    """Passes 2xx/3xx/5xx through; buffers a 4xx body and rewrites it into the guard's error shape."""
+def _unavailable(loaded: bool) -> bytes:
+    """BentoML hides the reason of every 5xx; a 503 here has one of two causes, both worth saying."""
+    if loaded:
+        msg = (
+            "the server is overloaded: the request would wait longer than RECPLANE_SERVE_MAX_LATENCY_MS "
+            "for a forward pass; retry with backoff, or add replicas"
+        )
+        error = {"field": "server", "loc": [], "msg": msg, "type": "overloaded"}
+    else:
+        msg = "the model is not loaded yet; retry when /readyz answers 200"
+        error = {"field": "model", "loc": [], "msg": msg, "type": "loading"}
+    return json.dumps(error_body([error])).encode()
 
-    def __init__(self, send: Send) -> None:
+
+class _ErrorReshaper:
+    """Passes 2xx/3xx and most 5xx through; buffers a 4xx or 503 body and rewrites it into the guard's shape."""
+
+    def __init__(self, send: Send, loaded: bool) -> None:
         self.send = send
+        self.loaded = loaded
         self.start: Message | None = None
         self.chunks: list[bytes] = []
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             status = int(message["status"])
-            if 400 <= status < 500:
+            if 400 <= status < 500 or status == 503:
                 self.start = message
                 return
             await self.send(message)
@@ -237,10 +244,12 @@ class _ErrorReshaper:
         if message.get("more_body", False):
             return
         status = int(self.start["status"])
-        payload = _reshape(status, b"".join(self.chunks))
+        payload = _unavailable(self.loaded) if status == 503 else _reshape(status, b"".join(self.chunks))
         headers = [
             (k, v) for k, v in self.start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
         ]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recplane.store import MANIFEST_FILE, Manifest, NotFoundError, StoreError, open_store
+from recplane.trainer.promotion import promoted_version
 
 KIND = "trainjob"
 LATEST = "latest"
+PROMOTED = "promoted"  # the version the TrainJob's promotion pointer names (continuous training)
 
 
 class ModelSourceError(ValueError):
@@ -62,6 +64,10 @@ def _from_store(store_uri: str | None, ref: _StoreRef, original: str) -> ModelLo
     try:
         store = open_store(store_uri)
         version = None if ref.version == LATEST else ref.version
+        if ref.version == PROMOTED:
+            version = promoted_version(store, ref.namespace, ref.name)
+            if version is None:
+                raise NotFoundError(f"TrainJob {ref.namespace}/{ref.name} has no promoted version yet")
         manifest = store.resolve(ref.namespace, KIND, ref.name, version)
         local = store.fetch_version(manifest)
     except NotFoundError as exc:
@@ -71,8 +77,8 @@ def _from_store(store_uri: str | None, ref: _StoreRef, original: str) -> ModelLo
     except StoreError as exc:
         raise ModelSourceError(f"model {original!r}: {exc}") from None
     pinned = original.rstrip("/")
-    if ref.version == LATEST:
-        pinned = pinned[: -len(LATEST)] + manifest.version
+    if ref.version in (LATEST, PROMOTED):
+        pinned = pinned[: -len(ref.version)] + manifest.version
     return ModelLocation(
         local_dir=local, uri=manifest.uri or original, version=manifest.version, pinned_uri=pinned, manifest=manifest
     )

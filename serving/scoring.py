@@ -31,7 +31,7 @@ from .schemas import (
     RecallResponse,
     ScoredItem,
 )
-from .validation import RequestInvalid, RequestValidator, rules_from_features
+from .validation import RequestValidator, rules_from_features
 
 
 class ScoringUnavailable(RuntimeError):

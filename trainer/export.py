@@ -173,7 +173,8 @@ def load_model_version(local_dir: Path | str, variant: str = "fp32") -> LoadedMo
         if not (root / MODEL_INT8_FILE).exists():
             raise ModelVersionError(f"{root} has no int8 variant ({MODEL_INT8_FILE} is missing); load variant fp32")
         skeleton = int8_skeleton(build_model(config.model, config.inputs, "fp32", device=torch.device("meta")))
-        skeleton.load_state_dict(_load_state(root / MODEL_INT8_FILE), strict=True, assign=True)
+        # Copy, not assign: the int8 kernels keep references to the tensors they were built with.
+        skeleton.load_state_dict(_load_state(root / MODEL_INT8_FILE), strict=True)
         model = skeleton.eval()
     else:
         model = build_inference_model(config, _load_state(root / MODEL_FILE))

@@ -75,7 +75,7 @@ def resolve(
         namespace, FEATURESET_KIND, ref.name
     )
     if fs is None:
-        which = f"version {ref.version}" if ref.version else "a version"
+        which = f"version {ref.version}" if ref.version else "stored version"
         raise TrainError(
             "spec.featureSetRef",
             f"FeatureSet {namespace}/{ref.name} has no {which} in the store {store.uri}; "

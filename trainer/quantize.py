@@ -11,8 +11,12 @@ import torch.ao.quantization as tq
 from torch import nn
 from torchrec import EmbeddingBagCollection
 from torchrec.modules.embedding_configs import DataType
+from torchrec.quant.embedding_modules import MODULE_ATTR_ROW_ALIGNMENT_INT
 from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
 
+# Rows of D int8 values plus a 2x fp16 scale and bias, padded to 4 bytes (TorchRec pads to 16 by
+# default, for GPU loads; on the serving CPU that would double the size of a 16-wide table).
+ROW_ALIGNMENT = 4
 _INT8 = tq.QConfig(
     activation=tq.PlaceholderObserver.with_args(dtype=torch.float),
     weight=tq.PlaceholderObserver.with_args(dtype=torch.qint8),
@@ -34,6 +38,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
     def quantize(ebc: EmbeddingBagCollection) -> nn.Module:
         ebc.qconfig = _INT8  # type: ignore[assignment]
+        setattr(ebc, MODULE_ATTR_ROW_ALIGNMENT_INT, ROW_ALIGNMENT)
         return QuantEmbeddingBagCollection.from_float(ebc)
 
     return _swap(copy.deepcopy(model).eval(), quantize)
@@ -44,7 +49,9 @@ def int8_skeleton(model: nn.Module) -> nn.Module:
 
     def empty(ebc: EmbeddingBagCollection) -> nn.Module:
         tables = [replace(cfg, data_type=DataType.INT8) for cfg in ebc.embedding_bag_configs()]
-        return QuantEmbeddingBagCollection(tables=tables, is_weighted=False, device=torch.device("cpu"))
+        return QuantEmbeddingBagCollection(
+            tables=tables, is_weighted=False, device=torch.device("cpu"), row_alignment=ROW_ALIGNMENT
+        )
 
     return _swap(model, empty)
 

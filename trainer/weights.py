@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,8 +23,13 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from .dist import DistContext
 
-# TorchRec's sharded modules still hand out ShardedTensor state; its deprecation notice is not ours to act on.
-warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
+
+@contextmanager
+def _sharded_tensors() -> Iterator[None]:
+    """TorchRec's sharded modules still hand out ShardedTensor state; its deprecation notice is not ours."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
+        yield
 
 _ROW_BLOCK = 65_536
 # Pairwise interactions start small so FM terms do not swamp the first-order ones; first-order
@@ -63,18 +69,20 @@ def _local_pieces(value: Any) -> list[tuple[torch.Tensor, list[int]]]:
 
 
 @torch.no_grad()
+@_sharded_tensors()
 def init_embeddings(model: nn.Module, seed: int) -> None:
     """Fill every embedding table (sharded or not) with its plan-independent initial value."""
     for key, value in model.state_dict().items():
         if not _is_table(key):
             continue
-        cols = value.size(1)
+        cols = value.size()[1]
         for tensor, (row, col) in _local_pieces(value):
             rows = initial_rows(seed, key, row, row + tensor.size(0), cols)
             tensor.copy_(rows[:, col : col + tensor.size(1)])
 
 
 @torch.no_grad()
+@_sharded_tensors()
 def load_unsharded(model: nn.Module, full: Mapping[str, torch.Tensor], prefix: str = "model.") -> None:
     """Copy a plain state dict (keys without `prefix`) into the sharded `model`'s state."""
     for key, value in model.state_dict().items():
@@ -88,6 +96,7 @@ def load_unsharded(model: nn.Module, full: Mapping[str, torch.Tensor], prefix: s
                 tensor.copy_(source)
 
 
+@_sharded_tensors()
 def gather_unsharded(model: nn.Module, ctx: DistContext, prefix: str = "model.") -> dict[str, torch.Tensor] | None:
     """The full state dict as fp32 CPU tensors on rank 0 (None elsewhere); collective."""
     out: dict[str, torch.Tensor] = {}

@@ -13,7 +13,7 @@ from typing import Any
 
 from recplane.api import API_VERSION, KINDS
 from recplane.api.crd import openapi_schema
-from recplane.operator import refs, status
+from recplane.operator import names, refs, status
 from recplane.operator.artifacts import Artifacts, StoreError
 from recplane.operator.config import REQUIRED_STORE_KEYS, OperatorConfig
 from recplane.operator.kube import ApiError, Conflict, Kube
@@ -199,11 +199,17 @@ def status_schema(kind: str) -> Obj:
     return _SCHEMAS[kind]
 
 
-Controller = Callable[[Context, Obj, int], tuple[Verdict, Obj]]
-"""(context, resource, retry) -> (verdict, kind-specific status fields)."""
+Controller = Callable[[Context, Obj, int, bool], tuple[Verdict, Obj]]
+"""(context, resource, retry, full) -> (verdict, kind-specific status fields).
+
+`full` is set when the resource itself changed (or the operator restarted): then every
+child is applied. Otherwise (a child or upstream changed) children whose desired
+state is known to be in place are left alone, which spares the API server a
+server-side apply per child per event.
+"""
 
 
-def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0) -> Verdict | None:
+def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0, full: bool = True) -> Verdict | None:
     """Run `controller` over the freshest `obj` and write the status it computes.
 
     Status is written only when it differs, and only over the resourceVersion that was
@@ -215,7 +221,7 @@ def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0) ->
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
         try:
-            verdict, fields = controller(ctx, obj, retry)
+            verdict, fields = controller(ctx, obj, retry, full)
         except StoreError as exc:
             verdict, fields = (
                 waiting("StoreUnavailable", f"cannot read the artifact store: {exc}", ctx.config.backoff(retry, 5.0)),
@@ -259,3 +265,35 @@ def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 def carried(previous: Mapping[str, Any], keys: tuple[str, ...]) -> Obj:
     """Fields of the last good version, kept while a new run is under way or has failed."""
     return {k: previous[k] for k in keys if k in previous}
+
+
+# ------------------------------------------------------------------------------------------ children
+HASH_ANNOTATION = "recplane.io/desired-hash"
+
+
+def stamped(obj: Obj) -> Obj:
+    """`obj` with a hash of itself in an annotation: a later reconcile tells from the live object
+    whether this exact desired state was applied (removed fields included)."""
+    annotations = {k: v for k, v in (obj["metadata"].get("annotations") or {}).items() if k != HASH_ANNOTATION}
+    body = {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
+    digest = names.short_hash(body, length=16)
+    return {**obj, "metadata": {**obj["metadata"], "annotations": {**annotations, HASH_ANNOTATION: digest}}}
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Every field of `desired` is in `live` with the same value (the API server adds defaults)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    return bool(live == desired)
+
+
+def apply_if_changed(ctx: Context, desired: Obj, live: Obj | None) -> Obj:
+    """Server-side apply `desired` unless `live` already is it: same desired hash, no drift in our fields."""
+    desired = stamped(desired)
+    if live is not None:
+        live_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+        if live_hash == desired["metadata"]["annotations"][HASH_ANNOTATION] and contains(live, desired):
+            return live
+    return ctx.kube.apply(desired)

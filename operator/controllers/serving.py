@@ -16,7 +16,7 @@ from recplane.operator import names, refs
 from recplane.operator.builders import ModelRef, build_serving
 from recplane.operator.builders.serving import canary_name, endpoint, stable_name
 from recplane.operator.controllers import jobs as jobs_
-from recplane.operator.controllers.base import Context, meta, resolve_upstream, waiting
+from recplane.operator.controllers.base import Context, apply_if_changed, meta, resolve_upstream, waiting
 from recplane.operator.status import Verdict, now_rfc3339
 
 Obj = dict[str, Any]
@@ -137,7 +137,7 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
     return stable, canary, why, None
 
 
-def reconcile_serving(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]:
+def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tuple[Verdict, Obj]:
     kind, namespace, name = meta(obj)
     spec = obj.get("spec") or {}
     previous = obj.get("status") or {}
@@ -162,13 +162,20 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]
         )
     }
     stable_dep = stable_name(name)
-    if stable_dep not in existing:
+    created = stable_dep not in existing
+    if created:
         # Created at the autoscaler's minimum, by a plain create: later applies leave `replicas` out, and
         # the field stays with the creator (then the autoscaler) instead of falling back to 1.
         first = copy.deepcopy(next(o for o in plan.apply if o["kind"] == "Deployment"))
         first["spec"]["replicas"] = plan.min_replicas
-        ctx.kube.create(first, field_manager=CREATE_MANAGER)
-    applied = {o["metadata"]["name"] + "/" + o["kind"]: ctx.kube.apply(o) for o in plan.apply}
+        existing[stable_dep] = ctx.kube.create(first, field_manager=CREATE_MANAGER) or {}
+    applied: dict[str, Obj] = {}
+    for desired in plan.apply:
+        key = desired["metadata"]["name"] + "/" + desired["kind"]
+        if desired["kind"] == "Deployment":
+            applied[key] = apply_if_changed(ctx, desired, existing.get(desired["metadata"]["name"]))
+        elif full or created:  # Service and autoscaler follow the spec alone: applied when it changes
+            applied[key] = ctx.kube.apply(desired)
     for api_version, del_kind, del_name in plan.delete:
         if del_name in existing:
             ctx.kube.delete(api_version, del_kind, namespace, del_name, uid=existing[del_name]["metadata"]["uid"])

@@ -36,7 +36,7 @@ VERSION_FIELDS = {
 }
 
 
-def reconcile_step(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]:
+def reconcile_step(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tuple[Verdict, Obj]:
     kind, namespace, name = meta(obj)
     spec = obj.get("spec") or {}
     previous = obj.get("status") or {}
@@ -88,8 +88,8 @@ def reconcile_step(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]:
 
     state = jobs_.job_state(current)
     if not state.finished:
-        # Re-applied while running: a crash between creating the Job and its ConfigMap heals here.
-        ctx.kube.apply(owned_by(run.configmap, current))
+        if full:  # a crash between creating the Job and its ConfigMap heals here (on resume)
+            ctx.kube.apply(owned_by(run.configmap, current))
         if state.ready < max(state.active, 1):
             pods = ctx.kube.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={run.name}")
             stuck = jobs_.stuck_containers(pods)

@@ -39,7 +39,7 @@ def _seconds_since(stamp: str | None, now: datetime) -> float:
     return (now - then).total_seconds()
 
 
-def reconcile_training(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj]:
+def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tuple[Verdict, Obj]:
     kind, namespace, name = meta(obj)
     spec = obj.get("spec") or {}
     previous = obj.get("status") or {}
@@ -61,7 +61,8 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj
     )
     attempts = sorted((j for j in existing if j["metadata"]["labels"].get(names.RUN_LABEL) == key), key=_attempt)
     cleanup_superseded(ctx, [j for j in existing if j not in attempts], namespace)
-    ctx.kube.apply(build_workers_service(obj, ctx.config))
+    if full:  # and with every new attempt (see _start)
+        ctx.kube.apply(build_workers_service(obj, ctx.config))
 
     workers = int((spec.get("distributed") or {}).get("workers", 1))
     max_restarts = int(spec.get("maxRestarts", 3))
@@ -86,7 +87,8 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj
     has_model = bool(fields.get("latestVersion"))
 
     if not state.finished:
-        ctx.kube.apply(owned_by(build_training(obj, ctx.config, up.version, attempt).configmap, current))
+        if full:  # a crash between creating the Job and its ConfigMap heals here (on resume)
+            ctx.kube.apply(owned_by(build_training(obj, ctx.config, up.version, attempt).configmap, current))
         if state.ready < workers:
             pods = ctx.kube.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={current['metadata']['name']}")
             stuck = jobs_.stuck_containers(pods)
@@ -159,5 +161,6 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int) -> tuple[Verdict, Obj
 
 def _start(ctx: Context, obj: Obj, feature_set_version: str | None, attempt: int) -> None:
     run = build_training(obj, ctx.config, feature_set_version, attempt)
+    ctx.kube.apply(build_workers_service(obj, ctx.config))
     job = ctx.kube.apply(run.job)
     ctx.kube.apply(owned_by(run.configmap, job))

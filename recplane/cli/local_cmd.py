@@ -136,6 +136,10 @@ def run(
     except ResourceError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
+    from recplane.local.continuous import continuous_trainjobs, run_until_stopped
+
+    if continuous_trainjobs(resources):  # a continuous TrainJob keeps the run going until Ctrl-C
+        raise typer.Exit(run_until_stopped(_store(store), resources, lambda m: console.print(m)))
     pipeline = LocalPipeline(_store(store), nproc=nproc, on_stage=lambda m: console.rule(f"[bold]{m}"))
     start = time.perf_counter()
     try:

@@ -28,16 +28,11 @@ def server_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
 
 
-def server_environment(base: dict[str, str], overrides: dict[str, str], access_log: bool) -> dict[str, str]:
+def server_environment(base: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
     """The server's environment: `base` plus the settings given as flags, and BentoML's defaults for recplane."""
     env = {**base, **{k: v for k, v in overrides.items() if v}}
     # BentoML would send usage statistics home; a serving pod has no business doing so.
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    if not access_log:
-        # One log line per request costs more than a ranking call's validation; metrics count requests.
-        options = env.get("BENTOML_CONFIG_OPTIONS", "")
-        if "api_server.logging.access.enabled" not in options:
-            env["BENTOML_CONFIG_OPTIONS"] = f"{options} api_server.logging.access.enabled=false".strip()
     return env
 
 
@@ -86,8 +81,9 @@ def serve(
         "RECPLANE_MODEL_URI": model,
         "RECPLANE_MODEL_VARIANT": variant or "",
         "RECPLANE_SERVE_WORKERS": str(workers) if workers else "",
+        "RECPLANE_SERVE_ACCESS_LOG": "true" if access_log else "false",
     }
-    env = server_environment(dict(os.environ), overrides, access_log)
+    env = server_environment(dict(os.environ), overrides)
     try:
         config = ServingConfig.from_env(env)
         location = resolve_model(config.require_model_uri())
@@ -101,6 +97,7 @@ def serve(
         return
     # Every worker serves the version resolved here, even if `latest` moves while they start.
     env["RECPLANE_MODEL_URI"] = location.pinned_uri
+    env["RECPLANE_MODEL_FOLLOW_URI"] = config.require_model_uri()  # `…/promoted` is followed from there
     os.execve(command[0], command, env)
 
 

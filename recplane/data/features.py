@@ -487,6 +487,7 @@ class FeatureProcessor:
     def save(self, directory: Path) -> None:
         """Write `feature_spec.json` and `vocab/<feature>.parquet` (value, count) into `directory`."""
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)  # a catalog without vocabularies writes no vocab/ first
         for name, vocab in self.vocabularies.items():
             rel = self.params(name)["vocabulary"]
             (directory / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,11 @@ from .features import (
 )
 from .hashing import HASH_NAME, combine, hash_array
 from .progress import RowProgress
-from .samples import iter_record_batches, split_files, split_rows
+from .samples import MAX_ROW_GROUP_ROWS, iter_record_batches, split_files, split_rows
 
-FIT_BATCH_ROWS = 262_144
+# One batch per stored row group: each column's dictionary is decoded and hashed once per row
+# group, and memory stays bounded by the row-group size (samples.MAX_ROW_GROUP_ROWS), not the row count.
+FIT_BATCH_ROWS = MAX_ROW_GROUP_ROWS
 _HLL_BITS = 14
 _QUANTILE_SAMPLE = 200_000
 _MERGE_ROWS = 2_000_000

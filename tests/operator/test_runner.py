@@ -28,7 +28,7 @@ class Recorder:
         self.most_at_once = 0
         self.lock = threading.Lock()
 
-    def __call__(self, key: Key, body: Mapping[str, Any] | None, retry: int) -> Verdict | None:
+    def __call__(self, key: Key, body: Mapping[str, Any] | None, retry: int, full: bool) -> Verdict | None:
         with self.lock:
             self.calls.append((key, body))
             self.active[key] = self.active.get(key, 0) + 1
