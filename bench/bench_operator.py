@@ -94,14 +94,21 @@ def delta(after: dict[str, float], before: dict[str, float], prefix: str) -> dic
     return {k: v - before.get(k, 0.0) for k, v in after.items() if k.startswith(prefix)}
 
 
-def apiserver_requests(kubectl: Kubectl) -> float:
-    """Requests the API server answered on recplane.io resources (every client: kubectl, kopf, reconcilers)."""
+def apiserver_requests(kubectl: Kubectl) -> dict[str, float]:
+    """Requests the API server answered, by verb and resource (every client)."""
     text = kubectl("get", "--raw", "/metrics").stdout
-    total = 0.0
+    out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("apiserver_request_total{") and 'group="recplane.io"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",") if "=" in part
+        )
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        key = f"{labels.get('verb')} {labels.get('group') or 'core'}/{resource}"
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -211,6 +218,12 @@ def main() -> None:
         metrics_after = op.metrics()
         api_after = apiserver_requests(kubectl)
         cpu_after = cpu_by_component(cluster, op)
+        served = {k: int(v - api_before.get(k, 0.0)) for k, v in api_after.items() if v > api_before.get(k, 0.0)}
+        triggers = delta(metrics_after, metrics_before, "recplane_operator_triggers_total")
+        by_source: dict[str, float] = {}
+        for key, value in triggers.items():
+            source = key.split('source="', 1)[1].split('"', 1)[0]
+            by_source[source] = by_source.get(source, 0.0) + value
         reconciles = sum(delta(metrics_after, metrics_before, "recplane_operator_reconciles_total").values())
         requests = sum(delta(metrics_after, metrics_before, "recplane_operator_api_requests_total").values())
         buckets: dict[float, float] = {}
@@ -239,12 +252,27 @@ def main() -> None:
             "all_ready_seconds": round(ready_at, 1),
             "reconciles": int(reconciles),
             "reconciles_by_kind": {k: int(v) for k, v in sorted(by_kind.items())},
+            "triggers_by_source": {k: int(v) for k, v in sorted(by_source.items())},
             "reconcile_p50_seconds": round(histogram_quantile(0.5, pairs), 3),
             "reconcile_p99_seconds": round(histogram_quantile(0.99, pairs), 3),
             "api_requests_per_reconcile": round(requests / max(reconciles, 1), 2),
             "api_request_p50_seconds": round(histogram_quantile(0.5, list(api_buckets.items())), 3),
             "api_request_p99_seconds": round(histogram_quantile(0.99, list(api_buckets.items())), 3),
-            "recplane_io_requests_per_resource_all_clients": round((api_after - api_before) / (2 * args.count), 2),
+            "recplane_io_requests_per_resource_all_clients": round(
+                sum(v - api_before.get(k, 0.0) for k, v in api_after.items() if " recplane.io/" in k)
+                / (2 * args.count),
+                2,
+            ),
+            "apiserver_top_requests_during_burst": dict(
+                sorted(
+                    (
+                        (k, int(v - api_before.get(k, 0.0)))
+                        for k, v in api_after.items()
+                        if v - api_before.get(k, 0.0) > 0
+                    ),
+                    key=lambda kv: -kv[1],
+                )[:15]
+            ),
             "operator_peak_rss_mib": round(peak_rss_mib(op.pid), 1),
             "cpu_seconds_during_burst": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
             "cpus": os.cpu_count(),

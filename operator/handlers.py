@@ -21,8 +21,10 @@ import kopf
 from recplane.api import API_VERSION, GROUP, KINDS, VERSION
 from recplane.operator import names, refs
 from recplane.operator.artifacts import Artifacts
+from recplane.operator.cache import CHILD_KINDS, Cache, child_index_id, index_child, index_object, object_index_id
 from recplane.operator.config import OperatorConfig
 from recplane.operator.controllers import Context
+from recplane.operator.controllers import jobs as jobs_
 from recplane.operator.events import EventPoster
 from recplane.operator.kube import ApiError, Kube, api_client
 from recplane.operator.metrics import Metrics, default_metrics
@@ -77,7 +79,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     metrics: Metrics = memo.metrics
     # Reconciles run on the worker threads and in kopf's executor (change handlers): a connection each.
     kube = Kube(api_client(memo.kubeconfig, pool_size=2 * config.workers + 4), on_request=metrics.on_request)
-    ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=EventPoster(kube))
+    ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=EventPoster(kube), cache=memo.cache)
     runner = Runner(reconciler(ctx), metrics)
     runner.start(config.workers)
     memo.runner = runner
@@ -99,9 +101,10 @@ def probe_queue(*, memo: Any, **_: Any) -> int:
 
 # ------------------------------------------------------------------------------- the resource itself
 def on_change(
-    *, param: Any = None, body: kopf.Body, namespace: str | None, name: str, retry: int, memo: Any, **_: Any
+    *, param: Any = None, body: kopf.Body, namespace: str | None, name: str, retry: int, memo: Any, **kwargs: Any
 ) -> None:
     """Create, update (spec, labels, annotations) or resume: reconcile, and let kopf retry while waiting."""
+    memo.cache.bind(kwargs)
     config: OperatorConfig = memo.config
     try:
         verdict = _runner(memo).reconcile((param, namespace or "default", name), body=body, retry=retry)
@@ -123,8 +126,9 @@ def needs_polling(status: Mapping[str, Any], resource: kopf.Resource, **_: Any) 
     return training or ready.get("reason") in POLLED_REASONS
 
 
-def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _runner(memo).poke((param, namespace or "default", name))
+def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    memo.cache.bind(kwargs)
+    _runner(memo).poke((param, namespace or "default", name), "poll")
 
 
 def delete_stored_versions(
@@ -157,6 +161,7 @@ def on_own_event(
     **kwargs: Any,
 ) -> None:
     """When a resource produces a new version, becomes ready, appears or goes: reconcile its consumers."""
+    memo.cache.bind(kwargs)
     seen: dict[str, Any] = memo.seen
     namespace = namespace or "default"
     uid = body.get("metadata", {}).get("uid")
@@ -178,7 +183,7 @@ def on_own_event(
         index: kopf.Index[Any, str] = kwargs[_index_id(downstream)]
         for consumer in index.get((namespace, param, name), []):
             log.debug("%s %s/%s changed: reconciling %s %s", param, namespace, name, downstream, consumer)
-            runner.poke((downstream, namespace, consumer))
+            runner.poke((downstream, namespace, consumer), "upstream")
 
 
 # ------------------------------------------------------------------------------------------ children
@@ -190,25 +195,30 @@ def _owner_from_refs(body: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def _child_digest(body: Mapping[str, Any]) -> Any:
+    """What of a child's status a reconcile depends on; other changes are not worth one."""
     st = body.get("status") or {}
+    if body.get("kind") == "Pod":
+        # A Job's or Deployment's own status follows its pods, except for a container that cannot
+        # start (an image that cannot be pulled): only that is watched on pods themselves.
+        stuck = tuple(
+            sorted(
+                (cs.get("name"), (cs.get("state") or {}).get("waiting", {}).get("reason"))
+                for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]
+                if (cs.get("state") or {}).get("waiting", {}).get("reason") in jobs_.STUCK_REASONS
+            )
+        )
+        return stuck
     conds = tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or []))
     counts = tuple(
         st.get(k)
         for k in ("active", "ready", "succeeded", "failed", "readyReplicas", "availableReplicas", "updatedReplicas")
     )
-    containers = tuple(
-        (
-            cs.get("ready"),
-            tuple(sorted((cs.get("state") or {}).keys())),
-            ((cs.get("state") or {}).get("waiting") or {}).get("reason"),
-        )
-        for cs in (st.get("containerStatuses") or [])
-    )
-    return (st.get("phase"), st.get("observedGeneration"), conds, counts, containers)
+    return (st.get("observedGeneration"), conds, counts)
 
 
-def on_child_event(*, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
+def on_child_event(*, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
     """A Job, Deployment or pod of ours changed state: reconcile the recplane resource behind it."""
+    memo.cache.bind(kwargs)
     seen: dict[str, Any] = memo.seen
     meta = body.get("metadata", {})
     uid = meta.get("uid")
@@ -233,6 +243,7 @@ def on_child_event(*, event: kopf.RawEvent, body: kopf.Body, namespace: str | No
 # ---------------------------------------------------------------------------------------- registration
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Register every handler (intervals come from `config`)."""
+    managed = {names.MANAGED_BY: names.MANAGER}
     # The same credentials as the reconcilers' client: in-cluster, else KUBECONFIG.
     kopf.on.login(id="login", registry=registry)(kopf.login_via_client)
     kopf.on.startup(id="configure", registry=registry)(configure)
@@ -254,6 +265,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             registry=registry,
         )(on_poll)
         kopf.index(*res, id=_index_id(k), param=k, registry=registry)(index_upstream)
+        kopf.index(*res, id=object_index_id(k), registry=registry)(index_object)
         kopf.on.event(*res, id="dependents", param=k, registry=registry)(on_own_event)
         if "deletionPolicy" in kind.spec.model_json_schema(by_alias=True).get("properties", {}):
             kopf.on.delete(
@@ -263,6 +275,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 when=lambda spec, **_: spec.get("deletionPolicy") == "Delete",
                 registry=registry,
             )(delete_stored_versions)
+    for child_kind, group in (("Job", "batch"), ("Deployment", "apps")):
+        kopf.index(
+            group, "v1", CHILD_KINDS[child_kind], id=child_index_id(child_kind), labels=managed, registry=registry
+        )(index_child)
     for group, version, plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments"), ("", "v1", "pods")):
         kopf.on.event(
             *((group, version, plural) if group else (version, plural)),
@@ -286,4 +302,5 @@ def new_memo(
         kubeconfig=kubeconfig,
         peering_lifetime=peering_lifetime,
         seen={},
+        cache=Cache(),
     )

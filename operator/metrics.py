@@ -2,7 +2,8 @@
 
 recplane_operator_reconciles_total{kind,result}     reconciles by kind and outcome
 recplane_operator_reconcile_duration_seconds{kind}  reconcile latency (histogram)
-recplane_operator_queue_depth                       reconciles running, pending a re-run, or scheduled
+recplane_operator_triggers_total{kind,source}       why reconciles were asked for (change, child, upstream, poll)
+recplane_operator_queue_depth                       resources queued, being reconciled, or due again
 recplane_operator_api_requests_total{verb,resource,code}  requests to the API server
 recplane_operator_api_request_duration_seconds{verb}      their latency (histogram)
 recplane_operator_peak_rss_bytes                    peak resident memory of the process
@@ -44,6 +45,12 @@ class Metrics:
             "Time one reconcile of one resource takes.",
             ["kind"],
             buckets=BUCKETS,
+            registry=registry,
+        )
+        self.triggers = Counter(
+            "recplane_operator_triggers_total",
+            "Why reconciles were asked for: change (of the resource), child, upstream, poll.",
+            ["kind", "source"],
             registry=registry,
         )
         self.queue_depth = Gauge(

@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from recplane.api import API_VERSION
 from recplane.operator.controllers import CONTROLLERS
 from recplane.operator.controllers.base import Context
 from recplane.operator.controllers.base import reconcile as reconcile_once
@@ -60,7 +59,7 @@ def reconciler(ctx: Context) -> Reconcile:
 
     def run(key: Key, body: Mapping[str, Any] | None, retry: int, full: bool) -> Verdict | None:
         kind, namespace, name = key
-        obj = dict(body) if body is not None else ctx.kube.get(API_VERSION, kind, namespace, name)
+        obj = dict(body) if body is not None else ctx.resource(kind, namespace, name)
         return reconcile_once(ctx, CONTROLLERS[kind], obj, retry, full) if obj is not None else None
 
     return run
@@ -95,8 +94,9 @@ class Runner:
             thread.join(timeout)
 
     # ---------------------------------------------------------------------------- entry points
-    def poke(self, key: Key) -> None:
-        """Reconcile `key` soon (returns at once)."""
+    def poke(self, key: Key, source: str = "child") -> None:
+        """Reconcile `key` soon (returns at once); `source` says why, for the metrics."""
+        self.metrics.triggers.labels(key[0], source).inc()
         with self._cv:
             self._enqueue_locked(key)
 
@@ -106,6 +106,7 @@ class Runner:
         Waits for a reconcile of the same resource that is running; a queued one is dropped,
         since this one reads the resource afresh anyway.
         """
+        self.metrics.triggers.labels(key[0], "change").inc()
         with self._cv:
             self._queued.discard(key)
             while key in self._running:

@@ -86,7 +86,10 @@ def render_card(
     ]
     if metrics.get("recallAtK") is not None:
         k = metrics.get("k")
-        lines += [f"| recall@{k} | {_fmt(metrics.get('recallAtK'))} | – |", f"| NDCG@{k} | {_fmt(metrics.get('ndcgAtK'))} | – |"]
+        lines += [
+            f"| recall@{k} | {_fmt(metrics.get('recallAtK'))} | – |",
+            f"| NDCG@{k} | {_fmt(metrics.get('ndcgAtK'))} | – |",
+        ]
     if metrics.get("bayesAuc") is not None:
         lines += ["", f"Bayes-optimal AUC of the validation rows (synthetic data): {_fmt(metrics['bayesAuc'])}."]
     size = metrics.get("embeddingBytes") or {}

@@ -108,7 +108,9 @@ class SampleData:
         if self.item_column is None or label is None:
             raise ValueError("item frequencies need the SampleSet's item column and a label column")
         counts: dict[Any, int] = {}
-        for record in iter_record_batches(self.store, self.samples, "train", batch_size, columns=[self.item_column, label]):
+        for record in iter_record_batches(
+            self.store, self.samples, "train", batch_size, columns=[self.item_column, label]
+        ):
             positive = pc.greater(record.column(label).cast(pa.float32()), 0.5)
             items = pc.filter(record.column(self.item_column), positive)
             vc = pc.value_counts(items)

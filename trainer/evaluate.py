@@ -93,7 +93,9 @@ def recall_metrics(
         rank = (scores > target_score).sum(dim=1)  # 0-based rank of the true item
         found = torch.from_numpy(target >= 0) & (rank < k)
         hits.update(found.float())
-        gains.update(torch.where(found, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros_like(rank, dtype=torch.float)))
+        gains.update(
+            torch.where(found, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros_like(rank, dtype=torch.float))
+        )
         count += int(positive.sum())
     if count == 0:
         return {"recallAtK": None, "ndcgAtK": None, "k": k, "positives": 0}

@@ -79,7 +79,9 @@ class VersionConfig:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> VersionConfig:
         if doc.get("formatVersion") != FORMAT_VERSION:
-            raise ModelVersionError(f"model format {doc.get('formatVersion')} is not supported (expected {FORMAT_VERSION})")
+            raise ModelVersionError(
+                f"model format {doc.get('formatVersion')} is not supported (expected {FORMAT_VERSION})"
+            )
         known = {"formatVersion", "version", "task", "model", "inputs", "trainedPrecision"}
         return cls(
             version=str(doc["version"]),

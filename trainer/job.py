@@ -50,7 +50,12 @@ def fingerprint(spec: TrainJobSpec, job: JobInputs) -> str:
     so a changed world size is reported instead of silently starting over)."""
     warm = job.warm_start.version if job.warm_start else None
     return content_version(
-        "TrainJob", TRAINER_FORMAT, content_spec(spec, ("distributed",)), job.featureset.version, job.samples.version, warm
+        "TrainJob",
+        TRAINER_FORMAT,
+        content_spec(spec, ("distributed",)),
+        job.featureset.version,
+        job.samples.version,
+        warm,
     )
 
 
@@ -71,8 +76,10 @@ def resolve(
 ) -> JobInputs:
     """The FeatureSet version (pinned or latest), its SampleSet version (or `data_version`), the processor."""
     ref = spec.feature_set_ref
-    fs = store.manifest(namespace, FEATURESET_KIND, ref.name, ref.version) if ref.version else store.latest(
-        namespace, FEATURESET_KIND, ref.name
+    fs = (
+        store.manifest(namespace, FEATURESET_KIND, ref.name, ref.version)
+        if ref.version
+        else store.latest(namespace, FEATURESET_KIND, ref.name)
     )
     if fs is None:
         which = f"version {ref.version}" if ref.version else "stored version"

@@ -108,9 +108,7 @@ class Trainer:
         """Build, shard and initialise the model and its optimisers (collective)."""
         spec = self.spec
         torch.manual_seed(spec.optimization.seed)
-        model = build_model(
-            spec.model, self.inputs, spec.optimization.embedding_precision, device=torch.device("meta")
-        )
+        model = build_model(spec.model, self.inputs, spec.optimization.embedding_precision, device=torch.device("meta"))
         module = TrainModule(model)
         if not is_replicated(spec.distributed.sharding):
             if spec.optimization.sparse_optimizer == "adam" and self.ctx.device.type != "cuda":

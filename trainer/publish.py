@@ -188,7 +188,10 @@ def publish(req: PublishRequest, state: dict[str, torch.Tensor]) -> Manifest:
                 "warmStartFrom": facts["warmStartFrom"],
                 "content": content_spec(spec),
             },
-            row_counts={"train": facts["trainRows"], "validation": facts["validationRows"]},
+            row_counts={
+                "train": req.data.rows_per_rank("train", 1),
+                "validation": req.data.rows_per_rank("validation", 1),
+            },
             status=status,
         )
         return req.store.publish(staging, manifest)

@@ -225,7 +225,9 @@ def format_plan(described: dict[str, Any]) -> str:
     lines = [f"{'table':<28} {'type':<18} {'kernel':<8} {'rows':>10} {'dim':>5}  ranks"]
     for name, p in described.items():
         ranks = ",".join(str(r) for r in p["ranks"])
-        lines.append(f"{name:<28} {p['shardingType']:<18} {p['computeKernel']:<8} {p['rows']:>10} {p['dim']:>5}  {ranks}")
+        lines.append(
+            f"{name:<28} {p['shardingType']:<18} {p['computeKernel']:<8} {p['rows']:>10} {p['dim']:>5}  {ranks}"
+        )
     return "\n".join(lines)
 
 

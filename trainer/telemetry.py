@@ -28,11 +28,15 @@ class TrainTelemetry:
         self._last_log = 0.0
         self.registry = CollectorRegistry()
         self.step = Gauge("recplane_train_step", "Optimiser steps done.", ["trainjob"], registry=self.registry)
-        self.loss = Gauge("recplane_train_loss", "Training loss (mean over ranks).", ["trainjob"], registry=self.registry)
+        self.loss = Gauge(
+            "recplane_train_loss", "Training loss (mean over ranks).", ["trainjob"], registry=self.registry
+        )
         self.samples_per_second = Gauge(
             "recplane_train_samples_per_second", "Training throughput, all ranks.", ["trainjob"], registry=self.registry
         )
-        self.auc = Gauge("recplane_train_auc", "Validation AUC of the last evaluation.", ["trainjob"], registry=self.registry)
+        self.auc = Gauge(
+            "recplane_train_auc", "Validation AUC of the last evaluation.", ["trainjob"], registry=self.registry
+        )
         self.port: int | None = None
         port = os.environ.get(METRICS_PORT_ENV)
         if enabled and port:

@@ -31,6 +31,7 @@ def _sharded_tensors() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
         yield
 
+
 _ROW_BLOCK = 65_536
 # Pairwise interactions start small so FM terms do not swamp the first-order ones; first-order
 # weights start at zero (a plain logistic regression's usual start).

@@ -15,6 +15,7 @@ from recplane.api import API_VERSION, KINDS
 from recplane.api.crd import openapi_schema
 from recplane.operator import names, refs, status
 from recplane.operator.artifacts import Artifacts, StoreError
+from recplane.operator.cache import Cache
 from recplane.operator.config import REQUIRED_STORE_KEYS, OperatorConfig
 from recplane.operator.kube import ApiError, Conflict, Kube
 from recplane.operator.status import Verdict
@@ -35,9 +36,28 @@ class Context:
     artifacts: Artifacts
     config: OperatorConfig
     events: EventSink
+    cache: Cache = field(default_factory=Cache)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _secrets: dict[str, tuple[float, bool]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def resource(self, kind: str, namespace: str, name: str) -> Obj | None:
+        """A recplane resource: as last seen by the watches, else read from the API server."""
+        cached = self.cache.resource(kind, namespace, name)
+        return cached if cached is not None else self.kube.get(API_VERSION, kind, namespace, name)
+
+    def children(self, child_kind: str, owner: Mapping[str, Any], fresh: bool) -> list[Obj]:
+        """Jobs or Deployments `owner` controls: from the watches, or listed from the API server when `fresh`."""
+        uid = owner["metadata"]["uid"]
+        cached = None if fresh else self.cache.children(child_kind, uid)
+        if cached is not None:
+            return cached
+        kind, namespace, name = meta(owner)
+        api_version = {"Job": "batch/v1", "Deployment": "apps/v1"}[child_kind]
+        listed = self.kube.list(
+            api_version, child_kind, namespace, names.label_selector(names.selector_labels(kind, name))
+        )
+        return [o for o in listed if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
 
     def store_secret_problem(self, namespace: str) -> str | None:
         """Why pods in `namespace` could not read the store settings, or None when the Secret is usable."""
@@ -96,7 +116,7 @@ def resolve_upstream(ctx: Context, obj: Mapping[str, Any], ref: refs.Ref, retry:
     """Follow `ref`: the pinned version, or the latest version the upstream has produced."""
     kind, namespace, _name = meta(obj)
     delay = ctx.config.backoff(retry, base=5.0)
-    up = ctx.kube.get(API_VERSION, ref.kind, namespace, ref.name)
+    up = ctx.resource(ref.kind, namespace, ref.name)
     if up is None:
         return Upstream(
             None,
@@ -114,7 +134,7 @@ def resolve_upstream(ctx: Context, obj: Mapping[str, Any], ref: refs.Ref, retry:
     version = _produced_version(ref.kind, up_status)
     # Only a chain that is stuck waiting can be a cycle; a running upstream is not part of one.
     if ref.kind == kind or (version is None and up_status.get("phase") in (None, "Waiting")):
-        cycle = refs.find_cycle(obj, lambda k, n: ctx.kube.get(API_VERSION, k, namespace, n), ctx.artifacts.parse_uri)
+        cycle = refs.find_cycle(obj, lambda k, n: ctx.resource(k, namespace, n), ctx.artifacts.parse_uri)
     if cycle:
         return Upstream(
             None,

@@ -99,9 +99,5 @@ def stuck_containers(pods: Iterable[Mapping[str, Any]]) -> tuple[str, str] | Non
     return None
 
 
-def owned_by_uid(objs: Iterable[Obj], uid: str) -> list[Obj]:
-    return [o for o in objs if any(r.get("uid") == uid for r in (o.get("metadata") or {}).get("ownerReferences") or [])]
-
-
 def newest_first(jobs: Iterable[Obj]) -> list[Obj]:
     return sorted(jobs, key=lambda j: (j.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)

@@ -153,14 +153,7 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
 
     weight = int((spec.get("canary") or {}).get("weight") or 0)
     plan = build_serving(obj, ctx.config, stable, canary, weight)
-    uid = obj["metadata"]["uid"]
-    existing = {
-        d["metadata"]["name"]: d
-        for d in jobs_.owned_by_uid(
-            ctx.kube.list("apps/v1", "Deployment", namespace, names.label_selector(names.selector_labels(kind, name))),
-            uid,
-        )
-    }
+    existing = {d["metadata"]["name"]: d for d in ctx.children("Deployment", obj, fresh=full)}
     stable_dep = stable_name(name)
     created = stable_dep not in existing
     if created:

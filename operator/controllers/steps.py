@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from recplane.operator import artifacts as art
-from recplane.operator import names, refs
+from recplane.operator import refs
 from recplane.operator.builders import build_step
 from recplane.operator.builders.common import owned_by
 from recplane.operator.controllers import jobs as jobs_
@@ -71,10 +71,7 @@ def reconcile_step(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tup
         return waiting("StoreSecretMissing", problem, ctx.config.backoff(retry, 10.0), warning=True), fields
 
     run = build_step(obj, ctx.config, upstream_version)
-    uid = obj["metadata"]["uid"]
-    existing = jobs_.owned_by_uid(
-        ctx.kube.list("batch/v1", "Job", namespace, names.label_selector(names.selector_labels(kind, name))), uid
-    )
+    existing = ctx.children("Job", obj, fresh=full)
     current = next((j for j in existing if j["metadata"]["name"] == run.name), None)
     cleanup_superseded(ctx, [j for j in existing if j is not current], namespace)
 

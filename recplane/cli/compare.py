@@ -36,13 +36,17 @@ def _metrics(store: Store, manifest: Manifest) -> dict[str, Any]:
         return dict(manifest.status.get("metrics") or {})
 
 
-def compare_rows(store: Store, trainjobs: list[str], namespace: str, all_versions: bool = False) -> list[dict[str, Any]]:
+def compare_rows(
+    store: Store, trainjobs: list[str], namespace: str, all_versions: bool = False
+) -> list[dict[str, Any]]:
     """One row per model version of the named TrainJobs (latest only unless `all_versions`), best AUC first."""
     rows = []
     for name in trainjobs:
         versions = store.versions(namespace, KIND, name)
         if not versions:
-            raise CliError(f"TrainJob {namespace}/{name} has no model version in the store {store.uri}", ExitCode.NOT_FOUND)
+            raise CliError(
+                f"TrainJob {namespace}/{name} has no model version in the store {store.uri}", ExitCode.NOT_FOUND
+            )
         if not all_versions:
             latest = store.latest(namespace, KIND, name)
             versions = [latest] if latest else versions[-1:]
@@ -99,7 +103,9 @@ def compare(
     output: Annotated[
         CompareFormat, typer.Option("--output", "-o", case_sensitive=False, help="table, json or yaml.")
     ] = CompareFormat.table,
-    all_versions: Annotated[bool, typer.Option("--all-versions", help="Every stored version, not just the latest.")] = False,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Every stored version, not just the latest.")
+    ] = False,
 ) -> None:
     """Print the model versions of TRAINJOBs and their validation metrics, best AUC first."""
     try:

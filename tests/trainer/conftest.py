@@ -11,9 +11,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pipeline_data  # noqa: E402
+import pipeline_data
 
-from recplane.store import LocalStore  # noqa: E402
+from recplane.store import LocalStore
 
 torch.set_num_threads(1)
 

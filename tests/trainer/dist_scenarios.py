@@ -14,12 +14,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pipeline_data as pdx  # noqa: E402
+import pipeline_data as pdx
 
-from recplane.store import LocalStore  # noqa: E402
-from recplane.trainer.dist import process_group  # noqa: E402
-from recplane.trainer.loop import Trainer  # noqa: E402
-from recplane.trainer.step import train_job  # noqa: E402
+from recplane.store import LocalStore
+from recplane.trainer.dist import process_group
+from recplane.trainer.loop import Trainer
+from recplane.trainer.step import train_job
 
 torch.set_num_threads(1)
 PLANS = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
@@ -52,7 +52,13 @@ def main(scenario: str, store_root: str, out: str) -> None:
                 doc = pdx.trainjob(
                     f"plan-{plan.replace('_', '-')}",
                     distributed={"sharding": plan},
-                    optimization={"sparseOptimizer": "sgd", "sparseLearningRate": 1.0, "maxSteps": 3, "denseOptimizer": "sgd", "learningRate": 0.1},
+                    optimization={
+                        "sparseOptimizer": "sgd",
+                        "sparseLearningRate": 1.0,
+                        "maxSteps": 3,
+                        "denseOptimizer": "sgd",
+                        "learningRate": 0.1,
+                    },
                 )
                 m = train_job(pdx.resource(doc), store)
                 results[plan] = {"version": m.version, "uri": m.uri, "metrics": m.status["metrics"]}

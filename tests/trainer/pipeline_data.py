@@ -29,7 +29,9 @@ def build_store(root: Path, events: int = 6000) -> LocalStore:
         }
     )
     materialize_sampleset(spec, store, NS, SAMPLES)
-    materialize_featureset(FeatureSetSpec(sample_set_ref={"name": SAMPLES}, features=feed_features()), store, NS, FEATURES)
+    materialize_featureset(
+        FeatureSetSpec(sample_set_ref={"name": SAMPLES}, features=feed_features()), store, NS, FEATURES
+    )
     return store
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pipeline_data as pdx
 import pytest
 import typer
 from typer.testing import CliRunner
 
-import pipeline_data as pdx
 from recplane.cli import compare
 from recplane.store import LocalStore
 from recplane.trainer.step import train_job
@@ -20,7 +20,9 @@ cli.add_typer(compare.app)
 @pytest.fixture
 def two_models(store: LocalStore) -> LocalStore:
     for name, model in (("feed-lr", "lr"), ("feed-fm", "fm")):
-        doc = pdx.trainjob(name, model={"type": model}, distributed={"procsPerWorker": 1}, checkpoint={"everySteps": 1000})
+        doc = pdx.trainjob(
+            name, model={"type": model}, distributed={"procsPerWorker": 1}, checkpoint={"everySteps": 1000}
+        )
         train_job(pdx.resource(doc), store)
     return store
 

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pipeline_data as pdx
 import pytest
 import torch
 
-import pipeline_data as pdx
 from recplane.store import LocalStore
 from recplane.trainer.checkpoint import MARKER
 from recplane.trainer.errors import CheckpointError

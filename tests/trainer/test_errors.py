@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pipeline_data as pdx
 import pytest
 import torch
 
-import pipeline_data as pdx
 from recplane.api.featureset import FeatureSetSpec
 from recplane.api.resource import ResourceError
 from recplane.data.catalogs import feed_features
@@ -65,7 +65,10 @@ def test_the_fused_adam_optimiser_is_refused_on_cpu(store: LocalStore) -> None:
 
 
 def test_a_missing_featureset_names_the_reference(store: LocalStore) -> None:
-    with pytest.raises(TrainError, match=r"spec.featureSetRef: FeatureSet default/nope has no stored version in the store .*recplane step featureset"):
+    with pytest.raises(
+        TrainError,
+        match=r"spec.featureSetRef: FeatureSet default/nope has no stored version .*recplane step featureset",
+    ):
         train_job(job("orphan", featureSetRef={"name": "nope"}), store)
 
 
@@ -77,7 +80,9 @@ def test_a_batch_larger_than_the_data_is_refused(store: LocalStore) -> None:
 def test_a_feature_missing_from_the_featureset_stops_a_warm_start(store: LocalStore) -> None:
     first = train_job(job("warm", optimization={"maxSteps": 2}), store)
     fewer = [f for f in feed_features() if f.name != "referrer"]
-    materialize_featureset(FeatureSetSpec(sample_set_ref={"name": pdx.SAMPLES}, features=fewer), store, "default", pdx.FEATURES)
+    materialize_featureset(
+        FeatureSetSpec(sample_set_ref={"name": pdx.SAMPLES}, features=fewer), store, "default", pdx.FEATURES
+    )
     with pytest.raises(TrainError) as e:
         train_job(job("warm", optimization={"maxSteps": 2}), store, warm_start_from=first.version)
     assert "features[referrer]" in str(e.value) and "missing from the FeatureSet" in str(e.value)

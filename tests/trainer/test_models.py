@@ -148,7 +148,10 @@ def test_senet_scales_each_field_by_one_learned_weight() -> None:
 
 def test_log_q_correction_lowers_popular_items_as_negatives() -> None:
     torch.manual_seed(0)
-    user, item = torch.nn.functional.normalize(torch.randn(4, 8), dim=1), torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    user, item = (
+        torch.nn.functional.normalize(torch.randn(4, 8), dim=1),
+        torch.nn.functional.normalize(torch.randn(4, 8), dim=1),
+    )
     ids = torch.arange(4)
     plain = in_batch_softmax(user, item, 0.1, ids, None)
     # Item 0 is very popular (log q high): as a negative it is discounted, so the loss of the other rows drops.
@@ -169,5 +172,5 @@ def test_the_same_item_twice_in_a_batch_is_not_its_own_negative() -> None:
 def test_features_of_other_sizes_are_projected_for_pairwise_models() -> None:
     model = build_model(ModelConfig(type="deepfm", embedding_dim=8, dense_layers=[8]), INPUTS)
     assert set(model.fields.projections) == {"device"}  # type: ignore[union-attr]
-    sparse, dense = batch()
+    sparse, _ = batch()
     assert model.fields(sparse).shape == (B, 5, 8)  # type: ignore[operator]

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import torch
 from torchrec import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_configs import DataType
 
@@ -137,4 +136,3 @@ def table_configs(
         )
         for f in features
     ]
-

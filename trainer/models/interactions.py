@@ -41,6 +41,9 @@ class FFMInteraction(nn.Module):
         FFMInteraction(num_fields=3, dim=4)(torch.randn(2, 3, 3 * 4)).shape  # [2]
     """
 
+    rows: torch.Tensor
+    cols: torch.Tensor
+
     def __init__(self, num_fields: int, dim: int) -> None:
         super().__init__()
         self.num_fields = num_fields
@@ -97,6 +100,9 @@ class BilinearInteraction(nn.Module):
 
         BilinearInteraction(num_fields=4, dim=8, kind="field_each")(torch.randn(2, 4, 8)).shape  # [2, 6, 8]
     """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
 
     def __init__(self, num_fields: int, dim: int, kind: BilinearType = "field_interaction") -> None:
         super().__init__()

@@ -110,7 +110,11 @@ class FieldEmbeddings(nn.Module):
         self.dim = dim
         self.uniform = all(d == dim for d in arch.dims)
         self.projections = nn.ModuleDict(
-            {name: nn.Linear(d, dim, bias=False) for name, d in zip(arch.feature_names, arch.dims, strict=True) if d != dim}
+            {
+                name: nn.Linear(d, dim, bias=False)
+                for name, d in zip(arch.feature_names, arch.dims, strict=True)
+                if d != dim
+            }
         )
 
     @property

@@ -37,7 +37,11 @@ class LR(RankingModel):
     """Logistic regression over one weight per id and one per dense feature."""
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
@@ -50,7 +54,11 @@ class FM(RankingModel):
     """Factorization Machine: first-order term + pairwise embedding inner products."""
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
@@ -68,7 +76,11 @@ class FFM(RankingModel):
     """
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         num_fields = len(inputs.sparse)
@@ -84,7 +96,11 @@ class WideDeep(RankingModel):
     """Wide & Deep (Cheng et al. 2016): a linear wide part plus an MLP over embeddings and dense features."""
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         self.wide = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
@@ -102,7 +118,11 @@ class DeepFM(RankingModel):
     """DeepFM (Guo et al. 2017): first-order + FM + an MLP, all over the same embeddings."""
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
@@ -121,7 +141,11 @@ class DCNv2(RankingModel):
     """DCN-v2 (Wang et al. 2021), stacked: full-rank cross layers, then an MLP, then the logit."""
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         self.sparse_arch = SparseArch(inputs.sparse, precision, device)
@@ -139,7 +163,11 @@ class FiBiNET(RankingModel):
     original and the re-weighted embeddings, an MLP reads both plus the dense features."""
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         dim = config.embedding_dim
@@ -171,5 +199,3 @@ RANKING_ZOO: dict[str, type[RankingModel]] = {
     "dcn_v2": DCNv2,
     "fibinet": FiBiNET,
 }
-
-

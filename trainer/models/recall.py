@@ -63,7 +63,11 @@ class TwoTower(RecallModel):
     (see `objectives.in_batch_softmax`)."""
 
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         self.sparse_arch = SparseArch(inputs.sparse, precision, device)
@@ -76,7 +80,9 @@ class TwoTower(RecallModel):
         mlp = MLP(in_features, self.config.dense_layers, self.config.dropout, self.config.batch_norm)
         return nn.Sequential(mlp, nn.Linear(mlp.out_features, self.config.embedding_dim))
 
-    def _side(self, sparse: KeyedJaggedTensor, dense: torch.Tensor, names: list[str], dense_idx: list[int]) -> torch.Tensor:
+    def _side(
+        self, sparse: KeyedJaggedTensor, dense: torch.Tensor, names: list[str], dense_idx: list[int]
+    ) -> torch.Tensor:
         pooled = self.sparse_arch(sparse).to_dict()
         parts = [pooled[n].float() for n in names] + [dense[:, dense_idx]]
         return torch.cat(parts, dim=1)
@@ -108,8 +114,14 @@ class FMRecall(RecallModel):
     [sum U, 1] . [sum I, FM(I) + item first-order], an inner product serving can index.
     """
 
+    user_mask: torch.Tensor
+
     def __init__(
-        self, inputs: ModelInputs, config: ModelConfig, precision: Precision = "fp32", device: torch.device | None = None
+        self,
+        inputs: ModelInputs,
+        config: ModelConfig,
+        precision: Precision = "fp32",
+        device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
         self.fields = FieldEmbeddings(SparseArch(inputs.sparse, precision, device), config.embedding_dim)
