@@ -21,7 +21,16 @@ import kopf
 from recplane.api import API_VERSION, GROUP, KINDS, VERSION
 from recplane.operator import names, refs
 from recplane.operator.artifacts import Artifacts
-from recplane.operator.cache import CHILD_KINDS, Cache, child_index_id, index_child, index_object, object_index_id
+from recplane.operator.cache import (
+    CHILD_KINDS,
+    POD_INDEX,
+    Cache,
+    child_index_id,
+    index_child,
+    index_object,
+    index_pod,
+    object_index_id,
+)
 from recplane.operator.config import OperatorConfig
 from recplane.operator.controllers import Context
 from recplane.operator.controllers import jobs as jobs_
@@ -275,6 +284,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 when=lambda spec, **_: spec.get("deletionPolicy") == "Delete",
                 registry=registry,
             )(delete_stored_versions)
+    kopf.index("v1", "pods", id=POD_INDEX, labels=managed, registry=registry)(index_pod)
     for child_kind, group in (("Job", "batch"), ("Deployment", "apps")):
         kopf.index(
             group, "v1", CHILD_KINDS[child_kind], id=child_index_id(child_kind), labels=managed, registry=registry

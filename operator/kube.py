@@ -118,8 +118,8 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
-        verb = method.lower()
-        plural = _plural_of(path)
+        plural, named = _plural_of(path)
+        verb = method.lower() if method != "GET" or named else "list"
         method, url, headers, payload, _ = self._client.param_serialize(
             method=method,
             resource_path=path,
@@ -238,7 +238,9 @@ class Kube:
         )
 
 
-def _plural_of(path: str) -> str:
+def _plural_of(path: str) -> tuple[str, bool]:
+    """("trainjobs/status", True) for .../namespaces/ns/trainjobs/name/status: the resource, and
+    whether the path names one object."""
     parts = [p for p in path.split("/") if p]
     if "namespaces" in parts:
         i = parts.index("namespaces")
@@ -246,8 +248,8 @@ def _plural_of(path: str) -> str:
     else:
         rest = parts[2:] if parts and parts[0] == "api" else parts[3:]
     if not rest:
-        return "namespaces"
-    return "/".join([rest[0], *rest[2:3]])  # e.g. "trainjobs/status"
+        return "namespaces", False
+    return "/".join([rest[0], *rest[2:3]]), len(rest) > 1
 
 
 def _error(status: int, raw: bytes | None) -> ApiError:

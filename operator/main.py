@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import random
+import sys
 from dataclasses import dataclass
 
 import kopf
@@ -50,8 +52,22 @@ def _quiet_kopf(record: logging.LogRecord) -> bool:
     return True
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own heap arena, and freed memory stays in them: with a dozen
+    reconcile threads that is most of the resident set. Two arenas cost nothing measurable here."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    m_arena_max = -8
+    libc.mallopt(m_arena_max, arenas)
+
+
 def run(config: OperatorConfig, options: RunOptions) -> None:
     """Block running the operator until SIGTERM/SIGINT."""
+    _limit_malloc_arenas()
     kopf.configure(
         verbose=options.verbose,
         log_format={"json": kopf.LogFormat.JSON, "full": kopf.LogFormat.FULL}.get(

@@ -33,10 +33,15 @@ def rules(store_secret: str = STORE_SECRET, peering: str = PEERING_NAME, cluster
         {"apiGroups": [GROUP], "resources": [f"{p}/status" for p in _PLURALS], "verbs": ["patch"]},
         # Owner references that block owner deletion need this where OwnerReferencesPermissionEnforcement is on.
         {"apiGroups": [GROUP], "resources": [f"{p}/finalizers" for p in _PLURALS], "verbs": ["update"]},
-        # Children, written with server-side apply (create + patch).
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch", "create", "patch", "delete"]},
+        # Children. Jobs are created and never changed (a new input is a new run); the rest is written
+        # with server-side apply (create + patch).
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
         {"apiGroups": ["batch"], "resources": ["jobs/finalizers"], "verbs": ["update"]},
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "patch", "delete"]},
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        },
         {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["create", "patch"]},
         {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["create", "patch"]},
         # Pods are only read: termination messages, image-pull errors, readiness.

@@ -134,6 +134,10 @@ class RequestValidator:
         self.max_recall_k = max_recall_k
         self.model_version = model_version
         self._known = ", ".join(sorted(self.rules)) or "(none)"
+        # Most values of a ranking call are string ids; those need no more than a type check.
+        self._plain_strings = frozenset(
+            c for c, r in self.rules.items() if r.kind == "id" and r.value_type in (None, "string")
+        )
 
     # ---- public ---------------------------------------------------------------------
     def rank_rows(self, request: RankRequest) -> list[dict[str, Any]]:
@@ -203,6 +207,9 @@ class RequestValidator:
         out: dict[str, Any] = {}
         skipped = set(skip)
         for key, value in values.items():
+            if type(value) is str and key in self._plain_strings and key not in skipped:
+                out[key] = value
+                continue
             if key in skipped:
                 continue
             rule = self.rules.get(key)

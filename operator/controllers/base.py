@@ -15,6 +15,7 @@ from recplane.api import API_VERSION, KINDS
 from recplane.api.crd import openapi_schema
 from recplane.operator import names, refs, status
 from recplane.operator.artifacts import Artifacts, StoreError
+from recplane.operator.builders.common import owned_by
 from recplane.operator.cache import Cache
 from recplane.operator.config import REQUIRED_STORE_KEYS, OperatorConfig
 from recplane.operator.kube import ApiError, Conflict, Kube
@@ -58,6 +59,21 @@ class Context:
             api_version, child_kind, namespace, names.label_selector(names.selector_labels(kind, name))
         )
         return [o for o in listed if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+
+    def pods(self, owner: Mapping[str, Any], job: str | None = None) -> list[Obj]:
+        """Pods of `owner` (of its Job `job` only, when given): from the watches, else listed."""
+        kind, namespace, name = meta(owner)
+        pods = self.cache.pods(namespace, kind, name)
+        if pods is None:
+            selector = (
+                f"batch.kubernetes.io/job-name={job}"
+                if job
+                else names.label_selector(names.selector_labels(kind, name))
+            )
+            return self.kube.list("v1", "Pod", namespace, selector)
+        if job:
+            pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") == job]
+        return pods
 
     def store_secret_problem(self, namespace: str) -> str | None:
         """Why pods in `namespace` could not read the store settings, or None when the Secret is usable."""
@@ -253,7 +269,8 @@ def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0, fu
         if _same(previous, new):
             return verdict
         try:
-            ctx.kube.patch_status(obj, new)
+            written = ctx.kube.patch_status(obj, new)
+            ctx.cache.remember(written, based_on=str(obj["metadata"].get("resourceVersion")))
         except Conflict:
             fresh = ctx.kube.get(API_VERSION, kind, namespace, name)
             if fresh is None:
@@ -317,3 +334,16 @@ def apply_if_changed(ctx: Context, desired: Obj, live: Obj | None) -> Obj:
         if live_hash == desired["metadata"]["annotations"][HASH_ANNOTATION] and contains(live, desired):
             return live
     return ctx.kube.apply(desired)
+
+
+def create_job(ctx: Context, job: Obj, configmap: Obj) -> Obj:
+    """Create a run's Job, then its spec ConfigMap owned by it. A Job is never changed once created
+    (a new input is a new run), so this is a plain create; one that exists already, not yet seen
+    through the watch, is read instead."""
+    made = ctx.kube.create(job)
+    if made is None:
+        meta_ = job["metadata"]
+        made = ctx.kube.get("batch/v1", "Job", meta_["namespace"], meta_["name"]) or job
+    if made.get("metadata", {}).get("uid"):
+        ctx.kube.create(owned_by(configmap, made))
+    return made

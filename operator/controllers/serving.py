@@ -12,7 +12,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from recplane.operator import names, refs
+from recplane.operator import refs
 from recplane.operator.builders import ModelRef, build_serving
 from recplane.operator.builders.serving import canary_name, endpoint, stable_name
 from recplane.operator.controllers import jobs as jobs_
@@ -138,7 +138,7 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
 
 
 def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tuple[Verdict, Obj]:
-    kind, namespace, name = meta(obj)
+    _kind, namespace, name = meta(obj)
     spec = obj.get("spec") or {}
     previous = obj.get("status") or {}
     fields: Obj = {k: previous[k] for k in ("currentVersion", "currentUri", "history", "endpoint") if k in previous}
@@ -155,13 +155,18 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
     plan = build_serving(obj, ctx.config, stable, canary, weight)
     existing = {d["metadata"]["name"]: d for d in ctx.children("Deployment", obj, fresh=full)}
     stable_dep = stable_name(name)
-    created = stable_dep not in existing
-    if created:
+    created = False
+    if stable_dep not in existing:
         # Created at the autoscaler's minimum, by a plain create: later applies leave `replicas` out, and
         # the field stays with the creator (then the autoscaler) instead of falling back to 1.
         first = copy.deepcopy(next(o for o in plan.apply if o["kind"] == "Deployment"))
         first["spec"]["replicas"] = plan.min_replicas
-        existing[stable_dep] = ctx.kube.create(first, field_manager=CREATE_MANAGER) or {}
+        made = ctx.kube.create(first, field_manager=CREATE_MANAGER)
+        created = made is not None
+        # Already there: the watch has not shown it to us yet.
+        live = made if made is not None else ctx.kube.get("apps/v1", "Deployment", namespace, stable_dep)
+        if live is not None:
+            existing[stable_dep] = live
     applied: dict[str, Obj] = {}
     for desired in plan.apply:
         key = desired["metadata"]["name"] + "/" + desired["kind"]
@@ -208,7 +213,7 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
             message=f"serving {serving} on {ready} ready replica(s) at {fields['endpoint']}",
             ready=True,
         ), fields
-    pods = ctx.kube.list("v1", "Pod", namespace, names.label_selector(names.selector_labels(kind, name)))
+    pods = ctx.pods(obj)
     stuck = jobs_.stuck_containers(pods)
     if stuck:
         return Verdict(

@@ -14,7 +14,7 @@ from recplane.operator import refs
 from recplane.operator.builders import build_step
 from recplane.operator.builders.common import owned_by
 from recplane.operator.controllers import jobs as jobs_
-from recplane.operator.controllers.base import Context, carried, meta, resolve_upstream, waiting
+from recplane.operator.controllers.base import Context, carried, create_job, meta, resolve_upstream, waiting
 from recplane.operator.status import Verdict
 
 Obj = dict[str, Any]
@@ -76,8 +76,7 @@ def reconcile_step(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tup
     cleanup_superseded(ctx, [j for j in existing if j is not current], namespace)
 
     if current is None:
-        job = ctx.kube.apply(run.job)
-        ctx.kube.apply(owned_by(run.configmap, job))
+        create_job(ctx, run.job, run.configmap)
         what = f" over {ref.kind} version {upstream_version}" if ref and upstream_version else ""
         return Verdict(
             phase="Pending", reason="JobCreated", message=f"started Job {run.name}{what}", progressing=True
@@ -88,7 +87,7 @@ def reconcile_step(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tup
         if full:  # a crash between creating the Job and its ConfigMap heals here (on resume)
             ctx.kube.apply(owned_by(run.configmap, current))
         if state.ready < max(state.active, 1):
-            pods = ctx.kube.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={run.name}")
+            pods = ctx.pods(obj, job=run.name)
             stuck = jobs_.stuck_containers(pods)
             if stuck:
                 return Verdict(phase="Pending", reason=stuck[0], message=stuck[1], warning=True), fields
@@ -96,7 +95,7 @@ def reconcile_step(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tup
         return Verdict(phase=phase, reason="Running", message=f"Job {run.name} is running", progressing=True), fields
 
     if state.failed:
-        pods = ctx.kube.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={run.name}")
+        pods = ctx.pods(obj, job=run.name)
         why = jobs_.failure_message(pods, state.message)
         return Verdict(
             phase="Failed",

@@ -16,7 +16,7 @@ from recplane.operator.builders import build_training, build_workers_service
 from recplane.operator.builders.common import owned_by
 from recplane.operator.builders.training import training_key
 from recplane.operator.controllers import jobs as jobs_
-from recplane.operator.controllers.base import Context, carried, meta, resolve_upstream, waiting
+from recplane.operator.controllers.base import Context, carried, create_job, meta, resolve_upstream, waiting
 from recplane.operator.controllers.steps import cleanup_superseded
 from recplane.operator.status import Verdict
 
@@ -58,7 +58,7 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) ->
     existing = ctx.children("Job", obj, fresh=full)
     attempts = sorted((j for j in existing if j["metadata"]["labels"].get(names.RUN_LABEL) == key), key=_attempt)
     cleanup_superseded(ctx, [j for j in existing if j not in attempts], namespace)
-    if full:  # and with every new attempt (see _start)
+    if full and attempts:  # and with every new attempt (see _start)
         ctx.kube.apply(build_workers_service(obj, ctx.config))
 
     workers = int((spec.get("distributed") or {}).get("workers", 1))
@@ -87,7 +87,7 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) ->
         if full:  # a crash between creating the Job and its ConfigMap heals here (on resume)
             ctx.kube.apply(owned_by(build_training(obj, ctx.config, up.version, attempt).configmap, current))
         if state.ready < workers:
-            pods = ctx.kube.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={current['metadata']['name']}")
+            pods = ctx.pods(obj, job=current["metadata"]["name"])
             stuck = jobs_.stuck_containers(pods)
             if stuck:
                 return Verdict(
@@ -119,7 +119,7 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) ->
             ready=True,
         ), fields
 
-    pods = ctx.kube.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={current['metadata']['name']}")
+    pods = ctx.pods(obj, job=current["metadata"]["name"])
     why = jobs_.failure_message(pods, state.message)
     if attempt >= max_restarts:
         return Verdict(
@@ -159,5 +159,4 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) ->
 def _start(ctx: Context, obj: Obj, feature_set_version: str | None, attempt: int) -> None:
     run = build_training(obj, ctx.config, feature_set_version, attempt)
     ctx.kube.apply(build_workers_service(obj, ctx.config))
-    job = ctx.kube.apply(run.job)
-    ctx.kube.apply(owned_by(run.configmap, job))
+    create_job(ctx, run.job, run.configmap)

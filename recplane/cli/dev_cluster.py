@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -31,7 +30,7 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def up(
-    state_dir: Optional[Path] = StateDir,
+    state_dir: Path | None = StateDir,
     build: bool = typer.Option(True, help="Build missing binaries from the Go module proxy (slow the first time)."),
     timeout: float = typer.Option(180.0, help="Seconds to wait for the cluster to become ready."),
 ) -> None:
@@ -61,7 +60,7 @@ def up(
 
 
 @app.command()
-def status(state_dir: Optional[Path] = StateDir) -> None:
+def status(state_dir: Path | None = StateDir) -> None:
     """Show the cluster's processes; exit 1 unless every one is running."""
     st = DevCluster(state_dir).status()
     if not st.processes:
@@ -77,7 +76,7 @@ def status(state_dir: Optional[Path] = StateDir) -> None:
 
 
 @app.command()
-def down(state_dir: Optional[Path] = StateDir) -> None:
+def down(state_dir: Path | None = StateDir) -> None:
     """Stop every process of the cluster (its data is discarded at the next `up`)."""
     cluster = DevCluster(state_dir)
     if not cluster.status().processes:

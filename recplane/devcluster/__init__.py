@@ -1,9 +1,9 @@
 """A Docker-free Kubernetes test cluster: real control plane, kwok nodes, MinIO.
 
-    from recplane.devcluster import DevCluster, ensure_binaries
-    ensure_binaries()              # builds from the Go module proxy once, then cached
-    with DevCluster("/some/dir") as cluster:
-        subprocess.run([cluster.kubectl, "get", "nodes"], env=cluster.env())
+from recplane.devcluster import DevCluster, ensure_binaries
+ensure_binaries()              # builds from the Go module proxy once, then cached
+with DevCluster("/some/dir") as cluster:
+    subprocess.run([cluster.kubectl, "get", "nodes"], env=cluster.env())
 """
 
 from recplane.devcluster.binaries import cache_dir, ensure_binaries, find_binaries

@@ -67,8 +67,9 @@ class DevCluster:
     """Start/stop a local cluster whose state (pids, ports, credentials) lives
     in ``state_dir``, so another process can inspect or stop it."""
 
-    def __init__(self, state_dir: str | Path | None = None, *, nodes: int = 3,
-                 binaries: Mapping[str, Path] | None = None) -> None:
+    def __init__(
+        self, state_dir: str | Path | None = None, *, nodes: int = 3, binaries: Mapping[str, Path] | None = None
+    ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.nodes = nodes
         self._bins = dict(binaries) if binaries else None
@@ -125,19 +126,21 @@ class DevCluster:
         env = dict(os.environ if base is None else base)
         key, secret, endpoint = self.minio_access_key, self.minio_secret_key, self.minio_endpoint
         tool_dirs = dict.fromkeys(str(self._binaries()[n].parent) for n in ("kubectl", "helm", "mc"))
-        env.update({
-            "KUBECONFIG": str(self.kubeconfig),
-            "PATH": os.pathsep.join([*tool_dirs, env.get("PATH", os.defpath)]),
-            "MINIO_ENDPOINT": endpoint,
-            "MINIO_ACCESS_KEY": key,
-            "MINIO_SECRET_KEY": secret,
-            "AWS_ACCESS_KEY_ID": key,
-            "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_ENDPOINT_URL": f"http://{endpoint}",
-            "AWS_REGION": "us-east-1",
-            "MC_HOST_recplane": f"http://{key}:{secret}@{endpoint}",
-            "MC_CONFIG_DIR": str(self.state_dir / "mc"),
-        })
+        env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "PATH": os.pathsep.join([*tool_dirs, env.get("PATH", os.defpath)]),
+                "MINIO_ENDPOINT": endpoint,
+                "MINIO_ACCESS_KEY": key,
+                "MINIO_SECRET_KEY": secret,
+                "AWS_ACCESS_KEY_ID": key,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_ENDPOINT_URL": f"http://{endpoint}",
+                "AWS_REGION": "us-east-1",
+                "MC_HOST_recplane": f"http://{key}:{secret}@{endpoint}",
+                "MC_CONFIG_DIR": str(self.state_dir / "mc"),
+            }
+        )
         return env
 
     # ------------------------------------------------------------------- status
@@ -165,35 +168,73 @@ class DevCluster:
             raise DevClusterError(f"a dev cluster is already running from {self.state_dir}; stop it first")
         bins = self._binaries()
         self._reset_state_dir()
-        ports = dict(zip(("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager",
-                          "kube-scheduler", "minio", "minio-console"), _free_ports(7)))
+        ports = dict(
+            zip(
+                (
+                    "etcd",
+                    "etcd-peer",
+                    "kube-apiserver",
+                    "kube-controller-manager",
+                    "kube-scheduler",
+                    "minio",
+                    "minio-console",
+                ),
+                _free_ports(7),
+                strict=False,
+            )
+        )
         self._state = {"ports": ports, "processes": {}}
         self._write_secrets()
         deadline = time.monotonic() + timeout
         try:
             self._spawn("etcd", self._etcd_args(bins["etcd"], ports))
-            self._spawn("minio", [str(bins["minio"]), "server", "--quiet",
-                                  "--address", f"127.0.0.1:{ports['minio']}",
-                                  "--console-address", f"127.0.0.1:{ports['minio-console']}",
-                                  str(self.state_dir / "minio" / "data")],
-                        env={**os.environ, "MINIO_ROOT_USER": self.minio_access_key,
-                             "MINIO_ROOT_PASSWORD": self.minio_secret_key,
-                             "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"})
+            self._spawn(
+                "minio",
+                [
+                    str(bins["minio"]),
+                    "server",
+                    "--quiet",
+                    "--address",
+                    f"127.0.0.1:{ports['minio']}",
+                    "--console-address",
+                    f"127.0.0.1:{ports['minio-console']}",
+                    str(self.state_dir / "minio" / "data"),
+                ],
+                env={
+                    **os.environ,
+                    "MINIO_ROOT_USER": self.minio_access_key,
+                    "MINIO_ROOT_PASSWORD": self.minio_secret_key,
+                    "MINIO_BROWSER": "off",
+                    "MINIO_UPDATE": "off",
+                },
+            )
             self._wait("etcd", deadline, lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health"))
             self._spawn("kube-apiserver", self._apiserver_args(bins["kube-apiserver"], ports))
             self._wait("kube-apiserver /readyz", deadline, lambda: self._api("GET", "/readyz") is not None)
             self._write_kubeconfig()
-            self._spawn("kube-controller-manager", self._controller_manager_args(bins["kube-controller-manager"], ports))
+            self._spawn(
+                "kube-controller-manager", self._controller_manager_args(bins["kube-controller-manager"], ports)
+            )
             self._spawn("kube-scheduler", self._scheduler_args(bins["kube-scheduler"], ports))
-            self._spawn("kwok", [str(bins["kwok"]), f"--kubeconfig={self.kubeconfig}",
-                                 f"--config={bins['kwok-stages']}", "--manage-all-nodes=false",
-                                 "--manage-nodes-with-annotation-selector=" + "=".join(NODE_ANNOTATION),
-                                 "--node-lease-duration-seconds=40"])
+            self._spawn(
+                "kwok",
+                [
+                    str(bins["kwok"]),
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--config={bins['kwok-stages']}",
+                    "--manage-all-nodes=false",
+                    "--manage-nodes-with-annotation-selector=" + "=".join(NODE_ANNOTATION),
+                    "--node-lease-duration-seconds=40",
+                ],
+            )
             for i in range(self.nodes):
                 self._api("POST", "/api/v1/nodes", _node(f"kwok-node-{i}"))
             self._wait("MinIO", deadline, lambda: _http_ok(f"http://{self.minio_endpoint}/minio/health/ready"))
-            self._wait("the default ServiceAccount", deadline,
-                       lambda: self._api("GET", "/api/v1/namespaces/default/serviceaccounts/default") is not None)
+            self._wait(
+                "the default ServiceAccount",
+                deadline,
+                lambda: self._api("GET", "/api/v1/namespaces/default/serviceaccounts/default") is not None,
+            )
             self._wait("Ready kwok nodes", deadline, self._nodes_ready)
         except BaseException:
             self.stop()
@@ -207,7 +248,8 @@ class DevCluster:
         survivors: list[int] = []
         for tier in ([n for n in procs if n not in late], *_STOP_TIERS):
             survivors += process.terminate_all(
-                [(procs[n]["pid"], procs[n]["start_time"]) for n in tier if n in procs], timeout)
+                [(procs[n]["pid"], procs[n]["start_time"]) for n in tier if n in procs], timeout
+            )
         for popen in self._popen.values():
             popen.poll()  # lets Popen record the exit status it may have missed
         self._popen.clear()
@@ -227,40 +269,61 @@ class DevCluster:
     # ------------------------------------------------------------ command lines
     def _etcd_args(self, etcd: Path, ports: Mapping[str, int]) -> list[str]:
         client, peer = f"http://127.0.0.1:{ports['etcd']}", f"http://127.0.0.1:{ports['etcd-peer']}"
-        return [str(etcd), "--name=default", f"--data-dir={self.state_dir / 'etcd'}",
-                f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=default={peer}", "--log-level=warn",
-                "--unsafe-no-fsync"]  # throwaway data: fsync only slows tests down
+        return [
+            str(etcd),
+            "--name=default",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--log-level=warn",
+            "--unsafe-no-fsync",
+        ]  # throwaway data: fsync only slows tests down
 
     def _apiserver_args(self, apiserver: Path, ports: Mapping[str, int]) -> list[str]:
         pki = self.state_dir / "pki"
-        return [str(apiserver), f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                f"--secure-port={ports['kube-apiserver']}", f"--cert-dir={pki}",
-                f"--token-auth-file={pki / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # Privileged pods must reach PodSecurity admission, which names the violation.
-                "--allow-privileged=true",
-                # The "kubernetes" Service cannot point at a loopback address.
-                "--endpoint-reconciler-type=none",
-                "--profiling=false"]
+        return [
+            str(apiserver),
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--cert-dir={pki}",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Privileged pods must reach PodSecurity admission, which names the violation.
+            "--allow-privileged=true",
+            # The "kubernetes" Service cannot point at a loopback address.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+        ]
 
     def _component_common(self, port: int) -> list[str]:
         # No --authentication/authorization-kubeconfig: only /healthz is served,
         # which needs neither (and they log errors about a missing client CA).
-        return [f"--kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
-                "--profiling=false"]
+        return [
+            f"--kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ]
 
     def _controller_manager_args(self, kcm: Path, ports: Mapping[str, int]) -> list[str]:
         pki = self.state_dir / "pki"
-        return [str(kcm), *self._component_common(ports["kube-controller-manager"]),
-                f"--service-account-private-key-file={pki / 'sa.key'}",
-                f"--root-ca-file={pki / 'apiserver.crt'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}"]
+        return [
+            str(kcm),
+            *self._component_common(ports["kube-controller-manager"]),
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'apiserver.crt'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+        ]
 
     def _scheduler_args(self, scheduler: Path, ports: Mapping[str, int]) -> list[str]:
         return [str(scheduler), *self._component_common(ports["kube-scheduler"])]
@@ -271,7 +334,10 @@ class DevCluster:
         popen = process.spawn(args, log, dict(env) if env else None)
         self._popen[name] = popen
         self._state["processes"][name] = {
-            "pid": popen.pid, "start_time": process.start_time(popen.pid), "log": str(log)}
+            "pid": popen.pid,
+            "start_time": process.start_time(popen.pid),
+            "log": str(log),
+        }
         self._save_state()  # immediately, so a crashed start() can still be cleaned up by `down`
 
     def _wait(self, what: str, deadline: float, ready: Callable[[], bool]) -> None:
@@ -281,23 +347,27 @@ class DevCluster:
                 if popen.poll() is not None:
                     raise DevClusterError(
                         f"{name} exited with {popen.returncode} while waiting for {what}:\n"
-                        + _tail(self.state_dir / "logs" / f"{name}.log"))
+                        + _tail(self.state_dir / "logs" / f"{name}.log")
+                    )
             try:
                 if ready():
                     return
             except (OSError, DevClusterError, ValueError) as exc:
                 error = exc
             if time.monotonic() > deadline:
-                raise DevClusterError(f"timed out waiting for {what} (last error: {error}); "
-                                      f"logs in {self.state_dir / 'logs'}")
+                raise DevClusterError(
+                    f"timed out waiting for {what} (last error: {error}); logs in {self.state_dir / 'logs'}"
+                )
             time.sleep(0.2)
 
     def _nodes_ready(self) -> bool:
         nodes = self._api("GET", "/api/v1/nodes?labelSelector=type%3Dkwok") or {"items": []}
-        ready = [n for n in nodes["items"]
-                 if not n["spec"].get("taints")
-                 and any(c["type"] == "Ready" and c["status"] == "True"
-                         for c in n.get("status", {}).get("conditions", []))]
+        ready = [
+            n
+            for n in nodes["items"]
+            if not n["spec"].get("taints")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+        ]
         return len(ready) == self.nodes
 
     def _api(self, method: str, path: str, body: Any = None) -> Any:
@@ -305,9 +375,11 @@ class DevCluster:
         or the server is not there yet (404, 500, 503)."""
         ctx = ssl.create_default_context(cafile=str(self.state_dir / "pki" / "apiserver.crt"))
         req = urllib.request.Request(
-            self.server + path, method=method,
+            self.server + path,
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self._state['token']}", "Content-Type": "application/json"})
+            headers={"Authorization": f"Bearer {self._state['token']}", "Content-Type": "application/json"},
+        )
         try:
             with _open(req, ctx) as resp:
                 raw = resp.read()
@@ -333,13 +405,17 @@ class DevCluster:
         pki = self.state_dir / "pki"
         self._state["token"] = secrets.token_hex(32)
         _write_private(pki / "tokens.csv", f'{self._state["token"]},admin,admin,"system:masters"\n')
-        _write_private(self.state_dir / "minio" / "credentials.json", json.dumps({
-            "access_key": f"recplane-{secrets.token_hex(4)}", "secret_key": secrets.token_urlsafe(30)}))
+        _write_private(
+            self.state_dir / "minio" / "credentials.json",
+            json.dumps({"access_key": f"recplane-{secrets.token_hex(4)}", "secret_key": secrets.token_urlsafe(30)}),
+        )
         try:
-            subprocess.run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"],
-                           check=True, capture_output=True)
-            subprocess.run(["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
-                           check=True, capture_output=True)
+            subprocess.run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"], check=True, capture_output=True)
+            subprocess.run(
+                ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+                check=True,
+                capture_output=True,
+            )
         except (OSError, subprocess.CalledProcessError) as exc:
             raise DevClusterError(f"generating the service-account key with openssl failed: {exc}") from exc
         os.chmod(pki / "sa.key", 0o600)
@@ -349,12 +425,22 @@ class DevCluster:
         # JSON is valid YAML, and keeps this module free of a YAML dependency.
         ca = (self.state_dir / "pki" / "apiserver.crt").read_bytes()
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "recplane-dev",
-            "clusters": [{"name": "recplane-dev", "cluster": {
-                "server": self.server, "certificate-authority-data": base64.b64encode(ca).decode()}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "recplane-dev",
+            "clusters": [
+                {
+                    "name": "recplane-dev",
+                    "cluster": {"server": self.server, "certificate-authority-data": base64.b64encode(ca).decode()},
+                }
+            ],
             "users": [{"name": "admin", "user": {"token": self._state["token"]}}],
-            "contexts": [{"name": "recplane-dev", "context": {
-                "cluster": "recplane-dev", "user": "admin", "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "recplane-dev",
+                    "context": {"cluster": "recplane-dev", "user": "admin", "namespace": "default"},
+                }
+            ],
         }
         _write_private(self.kubeconfig, json.dumps(config, indent=2) + "\n")
 
@@ -382,11 +468,17 @@ class DevCluster:
 def _node(name: str) -> dict[str, Any]:
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/agent": ""},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/agent": "",
+            },
             "annotations": {NODE_ANNOTATION[0]: NODE_ANNOTATION[1], "node.alpha.kubernetes.io/ttl": "0"},
         },
         "status": {"capacity": resources, "allocatable": resources},
@@ -407,7 +499,7 @@ def _free_ports(n: int) -> list[int]:
 
 def _open(req: urllib.request.Request | str, ctx: ssl.SSLContext | None = None):
     # Everything is on 127.0.0.1: never go through an HTTP(S)_PROXY from the environment.
-    handlers = [urllib.request.ProxyHandler({})]
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if ctx is not None:
         handlers.append(urllib.request.HTTPSHandler(context=ctx))
     return urllib.request.build_opener(*handlers).open(req, timeout=10)

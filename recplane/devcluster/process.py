@@ -4,6 +4,7 @@ rather than by a Popen handle."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,10 +57,8 @@ def terminate_all(procs: list[tuple[int, str | None]], timeout: float = 15.0) ->
     ours = [pid for pid, _ in pending]  # verified by start time: safe to signal their groups
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         for pid, _ in pending:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, sig)  # pgid == pid: spawn() starts a new session
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while pending and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -74,14 +73,10 @@ def terminate_all(procs: list[tuple[int, str | None]], timeout: float = 15.0) ->
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: init reaps it
 
 
 def _kill_group_leftovers(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

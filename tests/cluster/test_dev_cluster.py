@@ -22,28 +22,36 @@ def restricted_pod_spec(**extra: object) -> dict:
     """A pod spec that satisfies the "restricted" Pod Security Standard."""
     return {
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "main",
-            "image": IMAGE,
-            "command": ["sleep", "3600"],
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-                "readOnlyRootFilesystem": True,
-                "runAsNonRoot": True,
-                "runAsUser": 1000,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-        }],
+        "containers": [
+            {
+                "name": "main",
+                "image": IMAGE,
+                "command": ["sleep", "3600"],
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "runAsUser": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            }
+        ],
         **extra,
     }
 
 
 def restricted_namespace(kubectl, name: str) -> str:
-    kubectl("apply", "-f", "-", input={
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-    })
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input={
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        },
+    )
     return name
 
 
@@ -68,15 +76,23 @@ def test_nodes_are_ready_kwok_nodes(kubectl) -> None:
 
 def test_deployment_pods_run_on_kwok_nodes(kubectl) -> None:
     ns = restricted_namespace(kubectl, "deploy-test")
-    kubectl("apply", "-n", ns, "-f", "-", input={
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": restricted_pod_spec()},
+    kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input={
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": restricted_pod_spec()},
+            },
         },
-    })
+    )
     kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=120s")
 
     kwok_nodes = {n["metadata"]["name"] for n in get_json(kubectl, "nodes", "-l", "type=kwok")["items"]}
@@ -90,11 +106,19 @@ def test_deployment_pods_run_on_kwok_nodes(kubectl) -> None:
 
 def test_job_pod_completes(kubectl) -> None:
     ns = restricted_namespace(kubectl, "job-test")
-    kubectl("apply", "-n", ns, "-f", "-", input={
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": "once"},
-        "spec": {"backoffLimit": 0, "template": {"spec": restricted_pod_spec(restartPolicy="Never")}},
-    })
+    kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input={
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "once"},
+            "spec": {"backoffLimit": 0, "template": {"spec": restricted_pod_spec(restartPolicy="Never")}},
+        },
+    )
     kubectl("wait", "-n", ns, "--for=condition=Complete", "job/once", "--timeout=120s")
 
     job = get_json(kubectl, "job", "-n", ns, "once")
@@ -105,11 +129,20 @@ def test_job_pod_completes(kubectl) -> None:
 
 def test_restricted_namespace_refuses_privileged_pod(kubectl) -> None:
     ns = restricted_namespace(kubectl, "pss-test")
-    proc = kubectl("apply", "-n", ns, "-f", "-", check=False, input={
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "root"},
-        "spec": {"containers": [{"name": "main", "image": IMAGE, "securityContext": {"privileged": True}}]},
-    })
+    proc = kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        check=False,
+        input={
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "root"},
+            "spec": {"containers": [{"name": "main", "image": IMAGE, "securityContext": {"privileged": True}}]},
+        },
+    )
     assert proc.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in proc.stderr
     assert "privileged" in proc.stderr
@@ -124,8 +157,12 @@ def test_minio_bucket_roundtrip(cluster: DevCluster) -> None:
         Minio = None
     env = cluster.env()
     if Minio is not None:
-        s3 = Minio(cluster.minio_endpoint, access_key=cluster.minio_access_key,
-                   secret_key=cluster.minio_secret_key, secure=False)
+        s3 = Minio(
+            cluster.minio_endpoint,
+            access_key=cluster.minio_access_key,
+            secret_key=cluster.minio_secret_key,
+            secure=False,
+        )
         s3.make_bucket("roundtrip")
         s3.put_object("roundtrip", "dir/hello.txt", io.BytesIO(payload), len(payload))
         resp = s3.get_object("roundtrip", "dir/hello.txt")
@@ -136,11 +173,17 @@ def test_minio_bucket_roundtrip(cluster: DevCluster) -> None:
             resp.release_conn()
     else:
         subprocess.run([cluster.mc, "mb", "recplane/roundtrip"], env=env, check=True, capture_output=True)
-        subprocess.run([cluster.mc, "pipe", "recplane/roundtrip/dir/hello.txt"], input=payload,
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [cluster.mc, "pipe", "recplane/roundtrip/dir/hello.txt"],
+            input=payload,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     # Our mc reads back what was written, through the MC_HOST_recplane alias from env().
-    out = subprocess.run([cluster.mc, "cat", "recplane/roundtrip/dir/hello.txt"], env=env,
-                         check=True, capture_output=True)
+    out = subprocess.run(
+        [cluster.mc, "cat", "recplane/roundtrip/dir/hello.txt"], env=env, check=True, capture_output=True
+    )
     assert out.stdout == payload
 
 
@@ -148,12 +191,26 @@ def test_helm_installs_a_chart(cluster: DevCluster, kubectl, tmp_path: Path) -> 
     env = cluster.env()
     for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
         env[var] = str(tmp_path / var.lower())
-    helm = lambda *args: subprocess.run([str(cluster.helm), *args], env=env, capture_output=True,  # noqa: E731
-                                        text=True, timeout=300)
+    helm = lambda *args: subprocess.run(
+        [str(cluster.helm), *args],
+        env=env,
+        capture_output=True,  # noqa: E731
+        text=True,
+        timeout=300,
+    )
     assert helm("version", "--short").stdout.startswith("v3.22.0")
     assert helm("create", str(tmp_path / "demo")).returncode == 0
-    proc = helm("install", "demo", str(tmp_path / "demo"), "--namespace", "helm-test", "--create-namespace",
-                "--wait", "--timeout", "120s")
+    proc = helm(
+        "install",
+        "demo",
+        str(tmp_path / "demo"),
+        "--namespace",
+        "helm-test",
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     assert proc.returncode == 0, proc.stderr
     deploy = get_json(kubectl, "deployment", "-n", "helm-test", "demo")
     assert deploy["status"]["readyReplicas"] == 1
@@ -178,8 +235,9 @@ def test_cli_up_status_down_from_separate_processes(cluster_binaries, tmp_path: 
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         code = "from recplane.cli.dev_cluster import app; app()"
-        return subprocess.run([sys.executable, "-c", code, *args, "--state-dir", str(state)],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", code, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=300
+        )
 
     up = cli("up")
     try:
