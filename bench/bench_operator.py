@@ -215,8 +215,6 @@ def main() -> None:
         ready_at = time.monotonic() - started
         time.sleep(3)  # the last events settle
 
-        if os.environ.get("RP_TRACE"):
-            os.kill(op.pid, 10); time.sleep(20)
         metrics_after = op.metrics()
         api_after = apiserver_requests(kubectl)
         cpu_after = cpu_by_component(cluster, op)

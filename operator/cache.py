@@ -31,7 +31,7 @@ def child_index_id(child_kind: str) -> str:
     return f"{CHILD_KINDS[child_kind]}_by_owner"
 
 
-def index_object(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def index_object(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """(namespace, name) -> the resource as last seen."""
     return {(namespace or "default", name): dict(body)}
 
@@ -39,7 +39,7 @@ def index_object(*, body: kopf.Body, namespace: str | None, name: str, **_: Any)
 POD_INDEX = "pods_by_owner"
 
 
-def index_pod(*, body: kopf.Body, namespace: str | None, **_: Any) -> Any:
+async def index_pod(*, body: kopf.Body, namespace: str | None, **_: Any) -> Any:
     """(namespace, kind, name) of the recplane resource behind a pod -> what reconciles read of it."""
     owner = names.parse_owner_key((body.get("metadata", {}).get("annotations") or {}).get(names.OWNER_ANNOTATION, ""))
     if owner is None:
@@ -55,7 +55,7 @@ def index_pod(*, body: kopf.Body, namespace: str | None, **_: Any) -> Any:
     }
 
 
-def index_child(*, body: kopf.Body, **_: Any) -> Any:
+async def index_child(*, body: kopf.Body, **_: Any) -> Any:
     """Owner uid -> the child as last seen (only children a recplane resource controls)."""
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("apiVersion") == API_VERSION and ref.get("controller") and ref.get("kind") in KINDS:

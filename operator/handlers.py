@@ -7,7 +7,8 @@ Triggers:
   (dependents are found through kopf indexes of every reference);
 - a kopf timer while a resource is in a state no event announces the end of (a running
   TrainJob's new versions and metrics, a restart back-off, a missing store Secret).
-Everything funnels into `Runner`, which reconciles one resource at a time.
+Everything funnels into `Runner`, which reconciles one resource at a time. The handlers that only
+route an event are coroutines: they run on kopf's event loop without a thread hand-off.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def shutdown(*, memo: Any, **_: Any) -> None:
         runner.stop()
 
 
-def probe_queue(*, memo: Any, **_: Any) -> int:
+async def probe_queue(*, memo: Any, **_: Any) -> int:
     runner = getattr(memo, "runner", None)
     return runner.depth() if runner else 0
 
@@ -135,7 +136,7 @@ def needs_polling(status: Mapping[str, Any], resource: kopf.Resource, **_: Any) 
     return training or ready.get("reason") in POLLED_REASONS
 
 
-def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+async def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     memo.cache.bind(kwargs)
     _runner(memo).poke((param, namespace or "default", name), "poll")
 
@@ -151,7 +152,9 @@ def delete_stored_versions(
 
 
 # --------------------------------------------------------------------------------- dependents & index
-def index_upstream(*, param: Any = None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> Any:
+async def index_upstream(
+    *, param: Any = None, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> Any:
     """Index every resource by the one it consumes: (namespace, upstream kind, upstream name) -> its name."""
     artifacts = getattr(memo, "artifacts", None)
     parse = artifacts.parse_uri if artifacts else None
@@ -159,7 +162,7 @@ def index_upstream(*, param: Any = None, body: kopf.Body, namespace: str | None,
     return {(namespace or "default", ref.kind, ref.name): name} if ref else None
 
 
-def on_own_event(
+async def on_own_event(
     *,
     param: Any = None,
     event: kopf.RawEvent,
@@ -225,7 +228,9 @@ def _child_digest(body: Mapping[str, Any]) -> Any:
     return (st.get("observedGeneration"), conds, counts)
 
 
-def on_child_event(*, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+async def on_child_event(
+    *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **kwargs: Any
+) -> None:
     """A Job, Deployment or pod of ours changed state: reconcile the recplane resource behind it."""
     memo.cache.bind(kwargs)
     seen: dict[str, Any] = memo.seen

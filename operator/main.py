@@ -68,18 +68,6 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 def run(config: OperatorConfig, options: RunOptions) -> None:
     """Block running the operator until SIGTERM/SIGINT."""
     _limit_malloc_arenas()
-    if os.environ.get("RP_TRACE"):
-        import signal, tracemalloc
-        tracemalloc.start(8)
-        def dump(*_):
-            snap = tracemalloc.take_snapshot()
-            with open(os.environ["RP_TRACE"], "w") as f:
-                for st in snap.statistics("traceback")[:25]:
-                    f.write(f"{st.size/1e6:.1f} MB {st.count}\n")
-                    for line in st.traceback.format()[-8:]:
-                        f.write("   " + line + "\n")
-                f.write("TOTAL %.1f MB\n" % (sum(s.size for s in snap.statistics("filename"))/1e6))
-        signal.signal(signal.SIGUSR1, dump)
     kopf.configure(
         verbose=options.verbose,
         log_format={"json": kopf.LogFormat.JSON, "full": kopf.LogFormat.FULL}.get(
