@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torchrec.distributed import DistributedModelParallel
-from torchrec.optim.keyed import KeyedOptimizer
+from torchrec.optim.keyed import CombinedOptimizer
 
 from recplane.api.trainjob import TrainJobSpec
 
@@ -25,6 +25,7 @@ from .errors import NonFiniteLossError, TrainError
 from .evaluate import BinaryMetrics
 from .models import ModelInputs, TrainModule, build_model
 from .optim import (
+    SPARSE_FUSED,
     Schedule,
     attach_sparse_optimizer,
     build_optimizer,
@@ -98,7 +99,7 @@ class Trainer:
         total = self.steps_per_epoch * opt.epochs
         self.total_steps = min(total, opt.max_steps) if opt.max_steps else total
         self.dmp: DistributedModelParallel
-        self.optimizer: KeyedOptimizer
+        self.optimizer: CombinedOptimizer
         self.schedule: Schedule
         self.tables: list[Table] = []
         self.plan: dict[str, Any] = {}
@@ -146,8 +147,8 @@ class Trainer:
                 self.telemetry.log(f"removed checkpoints of an earlier spec or input: {', '.join(dropped)}")
             return None
         # Optimiser state is created lazily; make it exist so DCP can load into it in place.
-        for key, part in self.optimizer._optims:  # type: ignore[attr-defined]
-            if key != "sparse_fused":
+        for key, part in self.optimizer.optimizers:
+            if key != SPARSE_FUSED:
                 part.init_state()
         state = self._state()
         self.checkpoints.load(info, state)

@@ -56,7 +56,10 @@ def attach_sparse_optimizer(module: nn.Module, opt: Optimization) -> None:
     apply_optimizer_in_backward(cls, embedding_parameters(module), {"lr": opt.sparse_learning_rate, **extra})
 
 
-def build_optimizer(model: nn.Module, opt: Optimization) -> KeyedOptimizer:
+SPARSE_FUSED = "sparse_fused"
+
+
+def build_optimizer(model: nn.Module, opt: Optimization) -> CombinedOptimizer:
     """One optimiser over the sharded model: fused embedding optimisers + the dense optimiser."""
     rest = dict(in_backward_optimizer_filter(model.named_parameters()))
     replicated_tables = {k: p for k, p in rest.items() if is_embedding(k)}
@@ -66,7 +69,7 @@ def build_optimizer(model: nn.Module, opt: Optimization) -> KeyedOptimizer:
     parts: list[tuple[str, KeyedOptimizer]] = []
     fused = getattr(model, "fused_optimizer", None)
     if fused is not None and fused.params:
-        parts.append(("sparse_fused", fused))
+        parts.append((SPARSE_FUSED, fused))
     if replicated_tables:
         parts.append(
             (

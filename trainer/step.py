@@ -47,19 +47,23 @@ def train_job(
         raise TrainError("kind", f"expected a TrainJob, got a {resource.kind}")
     store = store or open_store()
     with process_group(spec.distributed.backend) as ctx:
-        return _train(ctx, resource, spec, store, warm_start_from, data_version)
+        telemetry = TrainTelemetry(resource.name, enabled=ctx.is_main)
+        try:
+            return _run(ctx, resource, spec, store, warm_start_from, data_version, telemetry)
+        finally:
+            telemetry.close()
 
 
-def _train(
+def _run(
     ctx: DistContext,
     resource: Resource,
     spec: TrainJobSpec,
     store: Store,
     warm_start_from: str | Path | None,
     data_version: str | None,
+    telemetry: TrainTelemetry,
 ) -> Manifest:
     ns, name = resource.namespace, resource.name
-    telemetry = TrainTelemetry(name, enabled=ctx.is_main)
     telemetry.log(f"trainjob {ns}/{name}: store {store.uri}, {ctx.world_size} process(es), backend {ctx.backend}")
     job = resolve(store, ns, name, spec, warm_start_from, data_version)
     version = model_version(spec, job)

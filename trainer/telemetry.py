@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from datetime import timedelta
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -38,10 +39,18 @@ class TrainTelemetry:
             "recplane_train_auc", "Validation AUC of the last evaluation.", ["trainjob"], registry=self.registry
         )
         self.port: int | None = None
+        self._server: WSGIServer | None = None
         port = os.environ.get(METRICS_PORT_ENV)
         if enabled and port:
-            start_http_server(int(port), registry=self.registry)
+            self._server, _ = start_http_server(int(port), registry=self.registry)
             self.port = int(port)
+
+    def close(self) -> None:
+        """Stop serving /metrics (the end of the run)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
     def log(self, message: str) -> None:
         if self.enabled:

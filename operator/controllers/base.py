@@ -47,10 +47,15 @@ class Context:
         cached = self.cache.resource(kind, namespace, name)
         return cached if cached is not None else self.kube.get(API_VERSION, kind, namespace, name)
 
-    def children(self, child_kind: str, owner: Mapping[str, Any], fresh: bool) -> list[Obj]:
-        """Jobs or Deployments `owner` controls: from the watches, or listed from the API server when `fresh`."""
+    def children(self, child_kind: str, owner: Mapping[str, Any]) -> list[Obj]:
+        """Jobs or Deployments `owner` controls, as the watches show them (listed when there is no cache).
+
+        kopf completes its indexes before any handler runs, so this is the whole set as of the
+        last event. A child created a moment ago may be missing: creating it again finds it
+        (create-or-read), and deleting goes by uid, so that costs a request, never a duplicate.
+        """
         uid = owner["metadata"]["uid"]
-        cached = None if fresh else self.cache.children(child_kind, uid)
+        cached = self.cache.children(child_kind, uid)
         if cached is not None:
             return cached
         kind, namespace, name = meta(owner)

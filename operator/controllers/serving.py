@@ -153,7 +153,7 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
 
     weight = int((spec.get("canary") or {}).get("weight") or 0)
     plan = build_serving(obj, ctx.config, stable, canary, weight)
-    existing = {d["metadata"]["name"]: d for d in ctx.children("Deployment", obj, fresh=full)}
+    existing = {d["metadata"]["name"]: d for d in ctx.children("Deployment", obj)}
     stable_dep = stable_name(name)
     created = False
     if stable_dep not in existing:

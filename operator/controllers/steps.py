@@ -71,7 +71,7 @@ def reconcile_step(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tup
         return waiting("StoreSecretMissing", problem, ctx.config.backoff(retry, 10.0), warning=True), fields
 
     run = build_step(obj, ctx.config, upstream_version)
-    existing = ctx.children("Job", obj, fresh=full)
+    existing = ctx.children("Job", obj)
     current = next((j for j in existing if j["metadata"]["name"] == run.name), None)
     cleanup_superseded(ctx, [j for j in existing if j is not current], namespace)
 

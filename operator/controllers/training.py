@@ -55,7 +55,7 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) ->
         return waiting("StoreSecretMissing", problem, ctx.config.backoff(retry, 10.0), warning=True), fields
 
     key = training_key(obj, up.version)
-    existing = ctx.children("Job", obj, fresh=full)
+    existing = ctx.children("Job", obj)
     attempts = sorted((j for j in existing if j["metadata"]["labels"].get(names.RUN_LABEL) == key), key=_attempt)
     cleanup_superseded(ctx, [j for j in existing if j not in attempts], namespace)
     if full and attempts:  # and with every new attempt (see _start)
