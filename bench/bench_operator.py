@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -259,26 +260,20 @@ def main() -> None:
             "api_request_p50_seconds": round(histogram_quantile(0.5, list(api_buckets.items())), 3),
             "api_request_p99_seconds": round(histogram_quantile(0.99, list(api_buckets.items())), 3),
             "recplane_io_requests_per_resource_all_clients": round(
-                sum(v - api_before.get(k, 0.0) for k, v in api_after.items() if " recplane.io/" in k)
-                / (2 * args.count),
-                2,
+                sum(v for k, v in served.items() if " recplane.io/" in k) / (2 * args.count), 2
             ),
-            "apiserver_top_requests_during_burst": dict(
-                sorted(
-                    (
-                        (k, int(v - api_before.get(k, 0.0)))
-                        for k, v in api_after.items()
-                        if v - api_before.get(k, 0.0) > 0
-                    ),
-                    key=lambda kv: -kv[1],
-                )[:15]
-            ),
+            "apiserver_top_requests_during_burst": dict(sorted(served.items(), key=lambda kv: -kv[1])[:15]),
             "operator_peak_rss_mib": round(peak_rss_mib(op.pid), 1),
             "cpu_seconds_during_burst": {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()},
             "cpus": os.cpu_count(),
         }
         print(json.dumps(results, indent=2))
         print(GOALS, file=sys.stderr)
+    except BaseException:
+        print(f"kept {workdir} (operator log: {workdir / 'bench-operator.log'})", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     finally:
         if op is not None:
             op.stop()

@@ -8,9 +8,11 @@ Both servers load the same model version and run on 127.0.0.1 in the same run:
 * (b) a plain FastAPI app whose handler validates and scores each request on its own
   (no batching), with the same Scorer, served by uvicorn.
 
-Printed, per server: p50/p99 latency and throughput of closed-loop clients at rising
-concurrency (throughput at saturation = the best level), and p50/p99 of an open-loop
-load at a fixed rate (default 50 requests/s). The in-process floor is printed first:
+Printed, per server: p50/p99 latency, throughput and server CPU milliseconds per request
+of closed-loop clients at rising concurrency (throughput at saturation = the best level),
+and p50/p99 of an open-loop load at a fixed rate (default 50 requests/s). CPU per request
+is the figure that survives a busy machine: latency and throughput move with whatever else
+runs, the work a server spends on one request hardly does. The in-process floor is printed first:
 the model's forward pass for 100 candidates, and transform + forward, with no HTTP.
 
 Without --model, a DeepFM is trained for a few steps on synthetic feed events into a
@@ -158,6 +160,34 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
 
+    def cpu_seconds(self) -> float:
+        """CPU time of the server's whole process tree (BentoML runs its workers as child processes)."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+
+def measured(server: Server, run: Any) -> Result:
+    """Run one load phase and attach the server's CPU milliseconds per answered request.
+
+    Unlike latency, CPU per request hardly depends on what else the machine runs, so it shows
+    the throughput one dedicated core would reach: 1000 / (CPU ms per request).
+    """
+    before = server.cpu_seconds()
+    result: Result = asyncio.run(run)
+    spent = server.cpu_seconds() - before
+    answered = len(result.latencies_ms) + sum(result.errors.values())
+    result.cpu_ms_per_request = spent * 1000 / max(answered, 1)
+    return result
+
 
 @contextmanager
 def running(name: str, command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[Server]:
@@ -227,6 +257,7 @@ class Result:
     latencies_ms: list[float]
     errors: dict[int, int]
     seconds: float
+    cpu_ms_per_request: float = float("nan")
 
     @property
     def throughput(self) -> float:
@@ -305,6 +336,7 @@ def main() -> None:
         baseline_server(args.model, args.port)
         return
 
+    start_load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="recplane-bench-serving-") as tmp:
         work = Path(tmp)
         if args.model is None:
@@ -331,20 +363,38 @@ def main() -> None:
             running("bentoml", bento_cmd, bento_env, bento_port, work / "bentoml.log") as bento,
             running("fastapi", fast_cmd, env, fast_port, work / "fastapi.log") as fast,
         ):
-            print(f"\n{'server':8} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}  errors")
+            print(f"\n{'server':8} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'CPU ms':>8}  errors")
             for c in levels:
                 for server in (bento, fast):  # interleaved, so drift on the machine hits both alike
-                    r = asyncio.run(closed_loop(server.url + "/rank", payloads, c, args.duration, 1.0))
+                    r = measured(server, closed_loop(server.url + "/rank", payloads, c, args.duration, 1.0))
                     report["closed"].setdefault(server.name, []).append(
-                        {"clients": c, "p50": r.pct(50), "p99": r.pct(99), "rps": r.throughput, "errors": r.errors}
+                        {
+                            "clients": c,
+                            "p50": r.pct(50),
+                            "p99": r.pct(99),
+                            "rps": r.throughput,
+                            "cpu_ms": r.cpu_ms_per_request,
+                            "errors": r.errors,
+                        }
                     )
                     errors = r.errors or ""
-                    print(f"{server.name:8} {c:>7} {r.pct(50):8.2f} {r.pct(99):8.2f} {r.throughput:8.1f}  {errors}")
+                    print(
+                        f"{server.name:8} {c:>7} {r.pct(50):8.2f} {r.pct(99):8.2f} {r.throughput:8.1f} "
+                        f"{r.cpu_ms_per_request:8.2f}  {errors}"
+                    )
             print(f"\nopen loop at {args.rate:g} requests/s for {args.duration:g} s")
             for server in (bento, fast):
-                r = asyncio.run(open_loop(server.url + "/rank", payloads, args.rate, args.duration))
-                report["open"][server.name] = {"p50": r.pct(50), "p99": r.pct(99), "errors": r.errors}
-                print(f"{server.name:8} p50 {r.pct(50):7.2f} ms  p99 {r.pct(99):7.2f} ms  {r.errors or ''}")
+                r = measured(server, open_loop(server.url + "/rank", payloads, args.rate, args.duration))
+                report["open"][server.name] = {
+                    "p50": r.pct(50),
+                    "p99": r.pct(99),
+                    "cpu_ms": r.cpu_ms_per_request,
+                    "errors": r.errors,
+                }
+                print(
+                    f"{server.name:8} p50 {r.pct(50):7.2f} ms  p99 {r.pct(99):7.2f} ms  "
+                    f"CPU {r.cpu_ms_per_request:.2f} ms/request  {r.errors or ''}"
+                )
         saturation = {name: max(x["rps"] for x in rows) or float("nan") for name, rows in report["closed"].items()}
         report["saturation_rps"] = saturation
         p50_single = report["closed"]["bentoml"][0]["p50"]
@@ -352,12 +402,21 @@ def main() -> None:
             f"\nsaturation: bentoml {saturation['bentoml']:.1f} req/s, fastapi {saturation['fastapi']:.1f} req/s "
             f"({saturation['bentoml'] / saturation['fastapi']:.2f}x; goal >= 1.5x)"
         )
+        cpu = {name: min(x["cpu_ms"] for x in rows) for name, rows in report["closed"].items()}
+        report["cpu_ms_per_request"] = cpu
+        print(
+            f"least server CPU per request: bentoml {cpu['bentoml']:.2f} ms, fastapi {cpu['fastapi']:.2f} ms "
+            f"({cpu['fastapi'] / cpu['bentoml']:.2f}x the requests per CPU second)"
+        )
         print(f"p99 at {args.rate:g} req/s: bentoml {report['open']['bentoml']['p99']:.2f} ms (goal <= 25 ms)")
         print(
             f"p50 with {levels[0]} client(s): {p50_single:.2f} ms = {p50_single / base['forward_ms']:.1f}x the forward "
             f"floor, {p50_single / base['transform_forward_ms']:.1f}x transform + forward (goal <= 3x)"
         )
-        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+        print(
+            f"machine: {os.cpu_count()} CPUs, load average {start_load:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end"
+        )
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
 

@@ -53,8 +53,8 @@ class OperatorConfig:
     master_port: int = 29500
     serving_port: int = 3000
     poll_seconds: float = 15.0
-    """How often a resource is reconciled while no event announces its next change: a running
-    TrainJob (new versions and metrics from rank 0, restart back-off), a missing store Secret."""
+    """How often a resource is reconciled while no event announces its next change: a continuous
+    TrainJob (new versions and metrics from rank 0), a restart back-off, a missing store Secret."""
     workers: int = 8
     """Reconciles that run at the same time (threads), and API connections kept open."""
     extra_labels: dict[str, str] = field(default_factory=dict)

@@ -71,7 +71,7 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
         prefix=GROUP, key="last-handled-configuration"
     )
     # Held while stored versions must be deleted with the resource (deletionPolicy: Delete) or a
-    # timer polls it (a running TrainJob, a missing store Secret): never on a resource at rest.
+    # timer polls it (a continuous TrainJob, a back-off, a missing store Secret): never on one at rest.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Our resources are known up front: no watching of CRDs or namespaces (and no RBAC for them).
     settings.scanning.disabled = True
@@ -128,12 +128,13 @@ def on_change(
         raise kopf.TemporaryError(f"{verdict.reason}: {verdict.message}", delay=verdict.requeue_after)
 
 
-def needs_polling(status: Mapping[str, Any], resource: kopf.Resource, **_: Any) -> bool:
-    """States that change without a Kubernetes event: a running TrainJob (rank 0 stores versions,
-    a restart waits out its back-off), a missing store Secret, an unreachable store."""
+def needs_polling(spec: Mapping[str, Any], status: Mapping[str, Any], resource: kopf.Resource, **_: Any) -> bool:
+    """States that change without a Kubernetes event: a continuous TrainJob storing versions while it
+    runs, a restart waiting out its back-off, a missing store Secret, an unreachable store. (A batch
+    TrainJob's version and metrics arrive when its Job completes, which is an event.)"""
     ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    training = resource.kind == "TrainJob" and status.get("phase") in ("Running", "Pending")
-    return training or ready.get("reason") in POLLED_REASONS
+    continuous = resource.kind == "TrainJob" and bool(spec.get("continuous")) and status.get("phase") == "Running"
+    return continuous or ready.get("reason") in POLLED_REASONS
 
 
 async def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:

@@ -76,6 +76,10 @@ def run(config: OperatorConfig, options: RunOptions) -> None:
         log_prefix=True,
     )
     logging.getLogger("kopf.objects").addFilter(_quiet_kopf)
+    if not options.verbose:
+        # Probes hit /healthz every few seconds: neither the access line nor the probe's own success is news.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     memo = handlers.new_memo(config, options.metrics_port, options.kubeconfig, options.peering_lifetime)

@@ -87,11 +87,13 @@ class Runner:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Let the workers finish the reconcile they are in (up to `timeout` in all) and exit."""
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # ---------------------------------------------------------------------------- entry points
     def poke(self, key: Key, source: str = "child") -> None:

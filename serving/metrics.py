@@ -54,6 +54,12 @@ class ServingMetrics:
             ["model_version"],
             buckets=SIZE_BUCKETS,
         )
+        self.batch_wait_seconds: Histogram = Histogram(
+            f"{PREFIX}_batch_wait_seconds",
+            "Time a /rank request waited in the batching queue before its forward pass began.",
+            ["model_version"],
+            buckets=LATENCY_BUCKETS,
+        )
         self.forward_seconds: Histogram = Histogram(
             f"{PREFIX}_forward_seconds",
             "Transform plus forward time of one merged batch.",

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
 import bentoml
@@ -85,6 +86,14 @@ def _invalid(title: str, errors: list[dict[str, Any]]) -> ValidationError:
         for e in errors
     ]
     return ValidationError.from_exception_data(title, details)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One /rank request waiting for a forward pass."""
+
+    rows: list[dict[str, Any]]
+    enqueued: float  # time.perf_counter() when queued
 
 
 class Overloaded(ServiceUnavailable):
@@ -147,7 +156,7 @@ class RecplaneServing:
         self.metrics = ServingMetrics()
         self.scorer: Scorer | None = None
         self.load_error: str | None = None
-        self._dispatch: Callable[[list[dict[str, Any]]], Awaitable[np.ndarray | None]] | None = None
+        self._dispatch: Callable[[_Job], Awaitable[np.ndarray | None]] | None = None
         # Load in the background: /livez answers at once, /readyz turns 200 when the model is in.
         self._loader = threading.Thread(target=self._load, name="recplane-model-load", daemon=True)
         self._loader.start()
@@ -197,10 +206,10 @@ class RecplaneServing:
             raise ServiceUnavailable(self.load_error or "the model is still loading; retry when /readyz is 200")
         return self.scorer
 
-    def _batcher(self) -> Callable[[list[dict[str, Any]]], Awaitable[np.ndarray | None]]:
+    def _batcher(self) -> Callable[[_Job], Awaitable[np.ndarray | None]]:
         """BentoML's adaptive batching dispatcher over `_score_groups`, created on first use (in the event loop)."""
         if self._dispatch is None:
-            dispatcher: CorkDispatcher[list[dict[str, Any]], np.ndarray] = CorkDispatcher(
+            dispatcher: CorkDispatcher[_Job, np.ndarray] = CorkDispatcher(
                 max_latency_in_ms=self.config.max_latency_ms,
                 max_batch_size=self.config.max_batch_size,
                 fallback=_overloaded,
@@ -209,7 +218,7 @@ class RecplaneServing:
             self._dispatch = dispatcher(self._score_groups)
         return self._dispatch
 
-    async def _score_groups(self, groups: Sequence[list[dict[str, Any]]]) -> list[np.ndarray]:
+    async def _score_groups(self, jobs: Sequence[_Job]) -> list[np.ndarray]:
         """One forward pass over the rows of every merged request, on the event loop thread.
 
         Deliberately not in a worker thread: transform and forward are many short native calls that
@@ -219,10 +228,12 @@ class RecplaneServing:
         """
         scorer = self._ready_scorer()
         started = time.perf_counter()
-        scores = scorer.score_groups(groups)
         version = scorer.version
-        self.metrics.batch_requests.labels(version).observe(len(groups))
-        self.metrics.batch_rows.labels(version).observe(sum(len(g) for g in groups))
+        for job in jobs:
+            self.metrics.batch_wait_seconds.labels(version).observe(started - job.enqueued)
+        scores = scorer.score_groups([job.rows for job in jobs])
+        self.metrics.batch_requests.labels(version).observe(len(jobs))
+        self.metrics.batch_rows.labels(version).observe(sum(len(job.rows) for job in jobs))
         self.metrics.forward_seconds.labels(version).observe(time.perf_counter() - started)
         return scores
 
@@ -235,7 +246,7 @@ class RecplaneServing:
         except RequestInvalid as exc:
             raise _invalid("RankRequest", exc.errors) from None
         self.metrics.candidates.labels(scorer.version).observe(len(rows))
-        scores = await self._batcher()(rows)
+        scores = await self._batcher()(_Job(rows, time.perf_counter()))
         if scores is None:  # the dispatcher gave up on the request (its fallback raises; this is belt and braces)
             _overloaded()
         return scorer.ranked(request, scores)

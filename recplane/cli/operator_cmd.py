@@ -34,7 +34,9 @@ def run(
     ),
     step_retries: int | None = typer.Option(None, help="Retries of a failed SampleSet/FeatureSet step."),
     restart_backoff: float | None = typer.Option(None, help="Seconds before the first TrainJob group restart."),
-    poll: float | None = typer.Option(None, help="Seconds between reconciles of a running TrainJob."),
+    poll: float | None = typer.Option(
+        None, help="Seconds between reconciles of a resource no event moves on (a continuous TrainJob, a back-off)."
+    ),
     workers: int | None = typer.Option(None, help="Reconciles running at the same time."),
     log_format: str = typer.Option("json", help="json (structured), plain or full."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
