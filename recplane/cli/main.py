@@ -29,9 +29,10 @@ def _mount_optional() -> None:
     app.add_typer(resources.app)
     app.add_typer(rollout.app)
 
-    from . import features, local_cmd, operator_cmd, serve
+    from . import compare, features, local_cmd, operator_cmd, serve
 
     app.add_typer(local_cmd.app)
+    app.add_typer(compare.app)
 
     app.add_typer(features.app, name="features")
     app.add_typer(operator_cmd.app, name="operator")

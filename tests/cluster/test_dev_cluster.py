@@ -191,13 +191,10 @@ def test_helm_installs_a_chart(cluster: DevCluster, kubectl, tmp_path: Path) -> 
     env = cluster.env()
     for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
         env[var] = str(tmp_path / var.lower())
-    helm = lambda *args: subprocess.run(
-        [str(cluster.helm), *args],
-        env=env,
-        capture_output=True,  # noqa: E731
-        text=True,
-        timeout=300,
-    )
+
+    def helm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(cluster.helm), *args], env=env, capture_output=True, text=True, timeout=300)
+
     assert helm("version", "--short").stdout.startswith("v3.22.0")
     assert helm("create", str(tmp_path / "demo")).returncode == 0
     proc = helm(
