@@ -1,6 +1,6 @@
 """Benchmark: every ranking model of the zoo against the Bayes-optimal AUC of the synthetic feed.
 
-    .venv/bin/python bench/bench_models_vs_bayes.py [--events 2000000] [--epochs 2] [--workdir DIR]
+    .venv/bin/python bench/bench_models_vs_bayes.py [--events 2000000] [--epochs 3] [--workdir DIR]
 
 The feed generator knows every row's true click-and-dwell probability, so the
 SampleSet records the Bayes-optimal validation AUC: no model can rank better.
@@ -10,7 +10,11 @@ from the events; repeated impressions are kept (no dedupe).
 
 Each model trains under torchrun (2 processes, gloo) with the same budget:
 embedding dim 16, MLP 256-128, batch 2048, `--epochs` epochs, row-wise Adagrad
-(lr 0.2) for embeddings and Adam (lr 0.001) for the dense part.
+(lr 0.2) for embeddings and Adam (lr 0.001) for the dense part, both decayed to zero
+by a cosine schedule. Every id here has thousands of rows, so the high embedding rate
+is safe; what the models need is steps: DeepFM on the 2M events reached AUC 0.8209
+(2 epochs, constant rates), 0.8231 (2 epochs, cosine), 0.8251 (3 epochs, cosine)
+against a Bayes-optimal 0.8333.
 
 Goals: DeepFM and FiBiNET within 0.01 of the Bayes-optimal AUC; LR < FM < DeepFM.
 Prints figures; asserts nothing.
@@ -78,7 +82,13 @@ def trainjob(model: str, epochs: int) -> dict[str, Any]:
         "spec": {
             "featureSetRef": {"name": "feed-features"},
             "model": {"type": model, "embeddingDim": dim, "denseLayers": [256, 128]},
-            "optimization": {"batchSize": 2048, "epochs": epochs, "sparseLearningRate": 0.2, "learningRate": 0.001},
+            "optimization": {
+                "batchSize": 2048,
+                "epochs": epochs,
+                "sparseLearningRate": 0.2,
+                "learningRate": 0.001,
+                "lrSchedule": "cosine",
+            },
             "distributed": {"workers": 1, "procsPerWorker": 2, "sharding": "auto"},
             "checkpoint": {"everySteps": 100_000},
         },
@@ -88,7 +98,7 @@ def trainjob(model: str, epochs: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2_000_000)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model types")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the store here (reused when run again)")
     args = parser.parse_args()

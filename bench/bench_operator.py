@@ -272,13 +272,12 @@ def main() -> None:
     except BaseException:
         print(f"kept {workdir} (operator log: {workdir / 'bench-operator.log'})", file=sys.stderr)
         raise
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
     finally:
         if op is not None:
             op.stop()
         if own_cluster:
-            cluster.stop()
+            cluster.stop()  # reads its pids from the state directory: before that is removed
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -117,7 +118,8 @@ def request_bodies(model_uri: str, count: int, candidates: int) -> list[dict[str
 
 # ---- the in-process floor -----------------------------------------------------------------
 def floor(model_uri: str, bodies: list[dict[str, Any]], repeats: int = 200) -> dict[str, float]:
-    """Median milliseconds, in this process: forward only, transform + forward, and the whole /rank work."""
+    """Median milliseconds, in this process: forward only, transform + forward, and the whole /rank work
+    (the service's own steps: validate, transform + forward, sort and serialise the response body)."""
     import torch
 
     from recplane.data.tensors import to_torch
@@ -140,11 +142,41 @@ def floor(model_uri: str, bodies: list[dict[str, Any]], repeats: int = 200) -> d
 
     with torch.inference_mode():
         forward = median_ms(lambda i: scorer.loaded.score(batches[i]))
+
+    def whole(i: int) -> bytes:
+        scores = scorer.score_groups([scorer.rank_rows(requests[i])])[0]
+        return scorer.ranking(requests[i], scores).json()
+
     return {
         "forward_ms": forward,
         "transform_forward_ms": median_ms(lambda i: scorer.score_rows(rows[i])),
-        "validate_transform_forward_ms": median_ms(lambda i: scorer.rank(requests[i])),
+        "validate_transform_forward_ms": median_ms(whole),
     }
+
+
+def exact_top_k_ms(
+    sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: int = 32, k: int = 50
+) -> dict[int, float]:
+    """Median milliseconds of /recall's exact top-k (one user against every item) by index size."""
+    import torch
+
+    from recplane.trainer.evaluate import ItemIndex
+
+    torch.set_num_threads(1)
+    out = {}
+    for n in sizes:
+        gen = torch.Generator().manual_seed(n)
+        index = ItemIndex(
+            ids=np.arange(n), embeddings=torch.nn.functional.normalize(torch.randn(n, dim, generator=gen))
+        )
+        user = torch.nn.functional.normalize(torch.randn(1, dim, generator=gen))
+        times = []
+        for _ in range(30):
+            started = time.perf_counter()
+            index.top_k(user, k)
+            times.append(time.perf_counter() - started)
+        out[n] = float(np.median(times) * 1000)
+    return out
 
 
 # ---- the servers --------------------------------------------------------------------------
@@ -179,12 +211,13 @@ def measured(server: Server, run: Any) -> Result:
     """Run one load phase and attach the server's CPU milliseconds per answered request.
 
     Unlike latency, CPU per request hardly depends on what else the machine runs, so it shows
-    the throughput one dedicated core would reach: 1000 / (CPU ms per request).
+    the throughput one dedicated core would reach: 1000 / (CPU ms per request). The phase's
+    warm-up requests cost CPU too, so they count as answered here (not in latency or throughput).
     """
     before = server.cpu_seconds()
     result: Result = asyncio.run(run)
     spent = server.cpu_seconds() - before
-    answered = len(result.latencies_ms) + sum(result.errors.values())
+    answered = len(result.latencies_ms) + sum(result.errors.values()) + result.warm_up
     result.cpu_ms_per_request = spent * 1000 / max(answered, 1)
     return result
 
@@ -258,6 +291,7 @@ class Result:
     errors: dict[int, int]
     seconds: float
     cpu_ms_per_request: float = float("nan")
+    warm_up: int = 0  # requests answered before the measurement began
 
     @property
     def throughput(self) -> float:
@@ -282,6 +316,7 @@ async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: 
     import aiohttp
 
     result = Result([], {}, seconds)
+    warm = Result([], {}, warmup)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         stop = time.perf_counter() + warmup
         measuring = False
@@ -289,14 +324,14 @@ async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: 
         async def client(k: int) -> None:
             i = k
             while time.perf_counter() < stop:
-                sink = result if measuring else Result([], {}, 1)
-                await _post(session, url, bodies[i % len(bodies)], sink)
+                await _post(session, url, bodies[i % len(bodies)], result if measuring else warm)
                 i += concurrency
 
         await asyncio.gather(*(client(k) for k in range(concurrency)))
         measuring = True
         stop = time.perf_counter() + seconds
         await asyncio.gather(*(client(k) for k in range(concurrency)))
+    result.warm_up = len(warm.latencies_ms) + sum(warm.errors.values())
     return result
 
 
@@ -306,8 +341,10 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float) 
 
     result = Result([], {}, seconds)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        warm = Result([], {}, 1)
         for i in range(int(rate)):  # warm-up second
-            await _post(session, url, bodies[i % len(bodies)], Result([], {}, 1))
+            await _post(session, url, bodies[i % len(bodies)], warm)
+        result.warm_up = len(warm.latencies_ms) + sum(warm.errors.values())
         start = time.perf_counter()
         tasks = []
         for i in range(int(rate * seconds)):
@@ -350,7 +387,12 @@ def main() -> None:
         print(
             f"in-process, {args.candidates} candidates: forward {base['forward_ms']:.2f} ms, "
             f"transform + forward {base['transform_forward_ms']:.2f} ms, "
-            f"validate + transform + forward + sort {base['validate_transform_forward_ms']:.2f} ms"
+            f"validate + transform + forward + sort + serialise {base['validate_transform_forward_ms']:.2f} ms"
+        )
+        recall = exact_top_k_ms()
+        print(
+            "in-process exact top-50 of /recall (32-dim index): "
+            + ", ".join(f"{n:,} items {ms:.2f} ms" for n, ms in recall.items())
         )
         env = {**os.environ, "OMP_NUM_THREADS": "1", "BENTOML_HOME": str(work / "bentoml")}
         bento_port, fast_port = free_port(), free_port()
@@ -358,7 +400,18 @@ def main() -> None:
         bento_cmd = [sys.executable, "-m", "recplane.cli.serve", "--model", args.model, "--port", str(bento_port)]
         fast_cmd = [sys.executable, __file__, "--baseline-server", "--model", args.model, "--port", str(fast_port)]
         levels = [int(c) for c in args.concurrency.split(",")]
-        report: dict[str, Any] = {"floor": base, "closed": {}, "open": {}, "candidates": args.candidates}
+        report: dict[str, Any] = {
+            "floor": base,
+            "recall_top_k_ms": recall,
+            "closed": {},
+            "open": {},
+            "candidates": args.candidates,
+        }
+        # The load generator shares the machine's pauses too: its heap (torch, the model of the floor,
+        # the request bodies) takes a full garbage collection hundreds of milliseconds, which would stall
+        # every request in flight of either server. Freeze it: nothing allocated so far is walked again.
+        gc.collect()
+        gc.freeze()
         with (
             running("bentoml", bento_cmd, bento_env, bento_port, work / "bentoml.log") as bento,
             running("fastapi", fast_cmd, env, fast_port, work / "fastapi.log") as fast,

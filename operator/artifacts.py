@@ -15,7 +15,7 @@ from typing import Any
 
 from recplane.api import KINDS
 from recplane.store import Manifest, NotFoundError, Store, StoreError, open_store
-from recplane.store.base import LATEST_FILE
+from recplane.store.base import LATEST_FILE, PROMOTIONS_FILE
 
 Obj = dict[str, Any]
 
@@ -85,6 +85,16 @@ class Artifacts:
         found = self.versions(namespace, kind, name)
         return found[-1] if found else None
 
+    def verdicts(self, namespace: str, name: str) -> dict[str, Obj]:
+        """A continuous TrainJob's promotion verdicts by version (what its workers decided and recorded)."""
+        try:
+            doc = json.loads(self.store.get_bytes(self.store.prefix(namespace, "trainjob", name) + PROMOTIONS_FILE))
+        except (NotFoundError, ValueError):
+            return {}
+        if not isinstance(doc, list):
+            return {}
+        return {str(v["version"]): v for v in doc if isinstance(v, dict) and v.get("version")}
+
     def delete_all(self, namespace: str, kind: str, name: str) -> int:
         deleted = self.store.delete_all(namespace, kind.lower(), name)
         with self._lock:
@@ -125,12 +135,17 @@ def version_ids(manifests: Sequence[Manifest]) -> list[str]:
     return [m.version for m in manifests][-MAX_VERSIONS_IN_STATUS:]
 
 
-def model_versions(manifests: Sequence[Manifest], rule: Mapping[str, Any] | None) -> list[Obj]:
+def model_versions(
+    manifests: Sequence[Manifest], rule: Mapping[str, Any] | None, verdicts: Mapping[str, Obj] | None = None
+) -> list[Obj]:
     """TrainJob status.versions: each stored model version with its metrics and promotion verdict.
 
-    A version the trainer marked `promoted` keeps that verdict; otherwise the TrainJob's
-    promoteIf rule decides (minAuc, maxAucDrop against the last promoted version).
+    A continuous TrainJob's workers judge each version against the promoted one on the same
+    fresh hold-out and record the verdict (`verdicts`): that verdict stands. A version the
+    trainer marked `promoted` keeps that verdict too; otherwise the TrainJob's promoteIf rule
+    decides (minAuc, maxAucDrop against the last promoted version).
     """
+    verdicts = verdicts or {}
     rule = rule or {}
     out: list[Obj] = []
     last_promoted_auc: float | None = None
@@ -138,7 +153,9 @@ def model_versions(manifests: Sequence[Manifest], rule: Mapping[str, Any] | None
         st = m.status or {}
         metrics = dict(st.get("metrics") or {k: st[k] for k in ("auc", "logloss", "samplesPerSecond") if k in st})
         entry: Obj = {"version": m.version, "uri": m.uri, "createdAt": m.created_at.isoformat(), "metrics": metrics}
-        if "promoted" in st:
+        if m.version in verdicts:
+            promoted, why = bool(verdicts[m.version].get("promoted")), verdicts[m.version].get("reason")
+        elif "promoted" in st:
             promoted, why = bool(st["promoted"]), st.get("reason")
         else:
             promoted, why = promotion(metrics.get("auc"), last_promoted_auc, rule)
@@ -160,8 +177,17 @@ def promotion(auc: float | None, current_auc: float | None, rule: Mapping[str, A
     return True, None
 
 
-def trainjob_fields(manifests: Sequence[Manifest], rule: Mapping[str, Any] | None) -> Obj:
-    versions = model_versions(manifests, rule)
+def trainjob_fields(
+    manifests: Sequence[Manifest], rule: Mapping[str, Any] | None, verdicts: Mapping[str, Obj] | None = None
+) -> Obj:
+    if verdicts is not None:
+        # The newest versions of a continuous TrainJob whose verdict is not recorded yet (their
+        # workers are scoring the hold-out) are left out until it is, so that nothing announces or
+        # serves them on the rule's guess first.
+        manifests = list(manifests)
+        while manifests and manifests[-1].version not in verdicts:
+            manifests.pop()
+    versions = model_versions(manifests, rule, verdicts)
     if not versions:
         return {}
     latest = manifests[-1]

@@ -55,7 +55,7 @@ class OperatorConfig:
     poll_seconds: float = 15.0
     """How often a resource is reconciled while no event announces its next change: a continuous
     TrainJob (new versions and metrics from rank 0), a restart back-off, a missing store Secret."""
-    workers: int = 8
+    workers: int = 16
     """Reconciles that run at the same time (threads), and API connections kept open."""
     extra_labels: dict[str, str] = field(default_factory=dict)
 

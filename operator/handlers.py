@@ -6,7 +6,8 @@ Triggers:
 - the resource it consumes produces a new version, or appears, or goes away
   (dependents are found through kopf indexes of every reference);
 - a kopf timer while a resource is in a state no event announces the end of (a running
-  TrainJob's new versions and metrics, a restart back-off, a missing store Secret).
+  TrainJob's new versions and metrics, a restart back-off, a missing store Secret, a canary
+  under analysis, a followed SampleSet's next round).
 Everything funnels into `Runner`, which reconciles one resource at a time. The handlers that only
 route an event are coroutines: they run on kopf's event loop without a thread hand-off.
 """
@@ -52,7 +53,7 @@ CONSUMERS = {
 }
 UPSTREAM_DIGEST_FIELDS = ("version", "latestVersion", "promotedVersion")
 API_ERROR = "API error: "
-POLLED_REASONS = ("StoreSecretMissing", "StoreUnavailable", "RestartBackoff")
+POLLED_REASONS = ("StoreSecretMissing", "StoreUnavailable", "RestartBackoff", "CanaryAnalysis")
 
 
 def _runner(memo: Any) -> Runner:
@@ -89,10 +90,12 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     metrics: Metrics = memo.metrics
     # Reconciles run on the worker threads and in kopf's executor (change handlers): a connection each.
     kube = Kube(api_client(memo.kubeconfig, pool_size=2 * config.workers + 4), on_request=metrics.on_request)
-    ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=EventPoster(kube), cache=memo.cache)
+    events = EventPoster(kube).start()
+    ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=events, cache=memo.cache)
     runner = Runner(reconciler(ctx), metrics)
     runner.start(config.workers)
     memo.runner = runner
+    memo.events = events
     memo.artifacts = ctx.artifacts
     if memo.metrics_port:
         metrics.serve(memo.metrics_port)
@@ -102,6 +105,9 @@ def shutdown(*, memo: Any, **_: Any) -> None:
     runner = getattr(memo, "runner", None)
     if runner is not None:
         runner.stop()
+    events = getattr(memo, "events", None)
+    if events is not None:
+        events.stop()
 
 
 async def probe_queue(*, memo: Any, **_: Any) -> int:
@@ -130,11 +136,14 @@ def on_change(
 
 def needs_polling(spec: Mapping[str, Any], status: Mapping[str, Any], resource: kopf.Resource, **_: Any) -> bool:
     """States that change without a Kubernetes event: a continuous TrainJob storing versions while it
-    runs, a restart waiting out its back-off, a missing store Secret, an unreachable store. (A batch
-    TrainJob's version and metrics arrive when its Job completes, which is an event.)"""
+    runs, a restart waiting out its back-off, a missing store Secret, an unreachable store, a canary
+    under analysis, a SampleSet that follows its source (its next round is due `followInterval`
+    after the last one finished). (A batch TrainJob's version and metrics arrive when its Job
+    completes, which is an event.)"""
     ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     continuous = resource.kind == "TrainJob" and bool(spec.get("continuous")) and status.get("phase") == "Running"
-    return continuous or ready.get("reason") in POLLED_REASONS
+    followed = resource.kind == "SampleSet" and bool((spec.get("source") or {}).get("follow"))
+    return continuous or followed or ready.get("reason") in POLLED_REASONS
 
 
 async def on_poll(*, param: Any = None, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:

@@ -20,6 +20,18 @@ MAX_MESSAGE = 2000
 
 
 @dataclass(frozen=True)
+class Notice:
+    """An Event that announces a change the status records beyond phase and readiness (a new model
+    version, a canary step). Controllers derive notices from the previous status and the new one,
+    so each is posted once: after the status write that records the change."""
+
+    type: str
+    """Normal or Warning."""
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     """Where a resource stands, in one line a user can act on.
 
@@ -38,6 +50,7 @@ class Verdict:
     warning: bool = False
     requeue_after: float | None = None
     permanent: bool = False
+    notices: tuple[Notice, ...] = ()
 
     @property
     def waiting(self) -> bool:

@@ -94,11 +94,70 @@ class ServingConfig(BaseModel):
         description="One log line per request; off by default (it costs more than validating a ranking call, "
         "and /metrics counts requests).",
     )
+    tracing: bool = Field(
+        default=False,
+        alias="RECPLANE_SERVE_TRACING",
+        description="Trace /rank, /recall and /feedback with BentoML's OpenTelemetry middleware (set the exporter "
+        "and sample rate in BENTOML_CONFIG_OPTIONS). Off by default: with nothing sampled it still builds spans for "
+        "every request and response message, a fifth of the CPU of a /rank call.",
+    )
     max_concurrency: int | None = Field(
         default=None,
         ge=1,
         alias="RECPLANE_SERVE_MAX_CONCURRENCY",
         description="Requests in flight per service before new ones get 503 (unset: unlimited).",
+    )
+
+    events_uri: str = Field(
+        default="",
+        alias="RECPLANE_EVENTS_URI",
+        description="Where impression and feedback events are written: a prefix inside RECPLANE_STORE "
+        "(`default/events/feed-ranker`) or a location of its own (`s3://bucket/prefix`, `file:///dir`, `/dir`). "
+        "Unset: no event files (the CTR metrics are exported either way).",
+    )
+    events_flush_seconds: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        alias="RECPLANE_EVENTS_FLUSH_SECONDS",
+        description="Buffered events are written as one Parquet file at least this often.",
+    )
+    events_flush_records: int = Field(
+        default=50_000,
+        ge=1,
+        le=10_000_000,
+        alias="RECPLANE_EVENTS_FLUSH_RECORDS",
+        description="... or as soon as this many events are buffered.",
+    )
+    events_max_buffered: int = Field(
+        default=1_000_000,
+        ge=1,
+        alias="RECPLANE_EVENTS_MAX_BUFFERED",
+        description="Events held in memory while the store cannot be written; further events are dropped "
+        "(and counted) until a write succeeds.",
+    )
+    events_label_window_seconds: int = Field(
+        default=1800,
+        ge=1,
+        le=7 * 86_400,
+        alias="RECPLANE_EVENTS_LABEL_WINDOW_SECONDS",
+        description="Attribution window: feedback within it labels the impression; an impression row is "
+        "stamped (`ts`) at the end of its window, so a SampleSet's dedupe keeps the earlier feedback row.",
+    )
+    events_top_k: int = Field(
+        default=0,
+        ge=0,
+        alias="RECPLANE_EVENTS_TOP_K",
+        description="Only the first k items of each /rank response count and are logged as impressions "
+        "(the ones the client shows); 0: every returned item.",
+    )
+    events_tracked_requests: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        alias="RECPLANE_EVENTS_TRACKED_REQUESTS",
+        description="Recent /rank requests each worker remembers (version, time, user; with the event log on, "
+        "the items' positions and scores, at most 2 million items), for feedback that does not carry them.",
     )
 
     @classmethod

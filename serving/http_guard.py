@@ -19,6 +19,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_MEDIA_TYPES = ("application/json", "")
+_CHECKED_HEADERS = (b"content-type", b"content-length")
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -96,39 +97,38 @@ class HttpGuard:
             return
         started = time.perf_counter()
         max_bytes, version = self.settings()
-        status_box = [500]
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_box[0] = int(message["status"])
-            await send(message)
-
+        # One wrapper around `send`: it notes the status for the metrics and reshapes 4xx and 503 bodies.
+        reply = _ErrorReshaper(send, loaded=bool(version))
         try:
             refusal = self._check_headers(scope, max_bytes)
             if refusal is None and scope.get("method") == "POST":
                 body, outcome = await _read_body(receive, max_bytes)
                 if outcome == "disconnected":
-                    status_box[0] = 499  # the client went away before sending its body; nobody to answer
+                    reply.status = 499  # the client went away before sending its body; nobody to answer
                     return
                 if outcome == "too_big":
                     refusal = (413, _too_large(max_bytes))
                 else:
                     receive = _replay(body, receive)
             if refusal is not None:
-                await _send_json(counting_send, *refusal)
+                await _send_json(reply.passthrough, *refusal)
             else:
-                await self.app(scope, receive, _ErrorReshaper(counting_send, loaded=bool(version)))
+                await self.app(scope, receive, reply)
         finally:
             registry = self.metrics()
             if registry is not None:
                 endpoint = path.strip("/") or "root"
-                registry.requests.labels(endpoint, str(status_box[0]), version).inc()
+                registry.requests.labels(endpoint, str(reply.status), version).inc()
                 registry.latency.labels(endpoint, version).observe(time.perf_counter() - started)
 
     @staticmethod
     def _check_headers(scope: Scope, max_bytes: int) -> tuple[int, dict[str, Any]] | None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        headers = {}
+        for key, value in scope.get("headers", ()):
+            name = key.lower()
+            if name in _CHECKED_HEADERS:
+                headers[name] = value.decode("latin-1")
+        media_type = headers.get(b"content-type", "").split(";")[0].strip().lower()
         if media_type not in JSON_MEDIA_TYPES:
             return 415, error_body(
                 [
@@ -139,7 +139,7 @@ class HttpGuard:
                     }
                 ]
             )
-        length = headers.get("content-length")
+        length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 return 400, error_body(
@@ -221,13 +221,23 @@ def _unavailable(loaded: bool) -> bytes:
 
 
 class _ErrorReshaper:
-    """Passes 2xx/3xx and most 5xx through; buffers a 4xx or 503 body and rewrites it into the guard's shape."""
+    """Passes 2xx/3xx and most 5xx through; buffers a 4xx or 503 body and rewrites it into the guard's shape.
+
+    `status` is the status code sent (500 until a response starts).
+    """
 
     def __init__(self, send: Send, loaded: bool) -> None:
         self.send = send
         self.loaded = loaded
+        self.status = 500
         self.start: Message | None = None
         self.chunks: list[bytes] = []
+
+    async def passthrough(self, message: Message) -> None:
+        """Send a response of the guard's own unchanged, noting its status."""
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self.send(message)
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -235,6 +245,7 @@ class _ErrorReshaper:
             if 400 <= status < 500 or status == 503:
                 self.start = message
                 return
+            self.status = status
             await self.send(message)
             return
         if self.start is None or message["type"] != "http.response.body":
@@ -251,5 +262,6 @@ class _ErrorReshaper:
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         if status == 503:
             headers.append((b"retry-after", b"1"))
+        self.status = status
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -11,9 +11,11 @@ transform or a model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pydantic_core
 import torch
 
 from recplane.data.tensors import to_torch
@@ -32,6 +34,43 @@ from .schemas import (
     ScoredItem,
 )
 from .validation import RequestValidator, rules_from_features
+
+# Wire names of a /rank response's fields, from the schema (camelCase aliases).
+_RESPONSE_KEYS = tuple(RankResponse.model_fields[f].alias or f for f in ("model_version", "request_id", "items"))
+_ITEM_KEYS = tuple(ScoredItem.model_fields[f].alias or f for f in ("item_id", "index", "score"))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The candidates of one /rank request, best first: their ids, positions in the request and scores."""
+
+    model_version: str
+    request_id: str | None
+    item_ids: list[str | int]
+    indices: list[int]
+    scores: list[float]
+
+    def response(self) -> RankResponse:
+        # model_construct: every value here was validated or computed, so skip re-validating the items.
+        items = [
+            ScoredItem.model_construct(item_id=item, index=i, score=score)
+            for item, i, score in zip(self.item_ids, self.indices, self.scores, strict=True)
+        ]
+        return RankResponse.model_construct(model_version=self.model_version, request_id=self.request_id, items=items)
+
+    def json(self) -> bytes:
+        """The response body: the bytes `self.response().model_dump_json()` gives, without building a model per item.
+
+        pydantic's own serializer over plain dicts (about 50 µs for 100 items, against 270 µs for the models).
+        """
+        item_id, index, score = _ITEM_KEYS
+        items = [
+            {item_id: item, index: i, score: value}
+            for item, i, value in zip(self.item_ids, self.indices, self.scores, strict=True)
+        ]
+        version, request_id, items_key = _RESPONSE_KEYS
+        body = {version: self.model_version, request_id: self.request_id, items_key: items}
+        return pydantic_core.to_json(body, inf_nan_mode="null")  # as the models: NaN and infinity become null
 
 
 class ScoringUnavailable(RuntimeError):
@@ -106,14 +145,22 @@ class Scorer:
         bounds = np.cumsum([0, *(len(g) for g in groups)])
         return [scores[bounds[i] : bounds[i + 1]] for i in range(len(groups))]
 
-    def ranked(self, request: RankRequest, scores: np.ndarray) -> RankResponse:
-        """The response to `request` given its candidates' scores: best first, ties in request order."""
-        order = np.argsort(-scores, kind="stable").tolist()
-        values = scores.tolist()
+    def ranking(self, request: RankRequest, scores: np.ndarray) -> Ranking:
+        """`request`'s candidates given their scores: best first, ties in request order."""
+        order = np.argsort(-scores, kind="stable")
+        indices = order.tolist()
         candidates = request.candidates
-        # model_construct: every value here was validated or computed, so skip re-validating 100 items.
-        items = [ScoredItem.model_construct(item_id=candidates[i]["item_id"], index=i, score=values[i]) for i in order]
-        return RankResponse.model_construct(model_version=self.version, request_id=request.request_id, items=items)
+        return Ranking(
+            model_version=self.version,
+            request_id=request.request_id,
+            item_ids=[candidates[i]["item_id"] for i in indices],
+            indices=indices,
+            scores=scores[order].tolist(),
+        )
+
+    def ranked(self, request: RankRequest, scores: np.ndarray) -> RankResponse:
+        """The response to `request` given its candidates' scores, as a model (see `ranking`)."""
+        return self.ranking(request, scores).response()
 
     def rank(self, request: RankRequest) -> RankResponse:
         """Validate and score one request on its own (no batching): the in-process path."""

@@ -6,6 +6,18 @@ from typing import Any
 
 from .export import VersionConfig
 
+# The settings each model type reads (beyond embeddingDim); the rest of model.* does not apply to it.
+_DEEP = ("denseLayers", "dropout", "batchNorm")
+_SETTINGS: dict[str, tuple[str, ...]] = {
+    "lr": (),
+    "fm": (),
+    "ffm": (),
+    "dcn_v2": ("crossLayers", *_DEEP),
+    "fibinet": ("bilinearType", "senetReduction", *_DEEP),
+    "two_tower": ("userGroups", "temperature", "topK", *_DEEP),
+    "fm_recall": ("userGroups", "topK"),
+}
+
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -58,10 +70,9 @@ def render_card(
     if facts.get("warmStartFrom"):
         lines.append(f"- warm-started from model version `{facts['warmStartFrom']}`")
     lines += ["", "## Model", "", "| setting | value |", "|---|---|"]
-    for key in ("embeddingDim", "denseLayers", "dropout", "batchNorm", "crossLayers", "bilinearType", "temperature"):
-        value = m.to_wire().get(key)
-        if value is not None:
-            lines.append(f"| {key} | {value} |")
+    wire = m.to_wire()
+    for key in ("embeddingDim", *_SETTINGS.get(m.type, ("denseLayers", "dropout", "batchNorm"))):
+        lines.append(f"| {key} | {wire.get(key)} |")
     lines += [
         "",
         "| feature | group | ids | dim |",

@@ -79,11 +79,14 @@ def continuous_round(
     store: Store,
     train: Callable[[Resource, Store, str | None], Manifest] | None = None,
     log: Callable[[str], None] = lambda message: None,
+    judge: bool = True,
 ) -> RoundResult | None:
     """Run one round for the TrainJob `resource`; None when there is no new data.
 
     `train(resource, store, warm_start_version)` trains and stores a version (default: in this
     process, `trainer.step.train_job`; the local runner may pass a multi-process launcher).
+    Every rank of a process group calls this with `train` running on the group; only the one
+    with `judge` (rank 0) scores the hold-out and records the verdict, the others return None.
     """
     spec = resource.spec
     if not isinstance(spec, TrainJobSpec):
@@ -98,6 +101,8 @@ def continuous_round(
     warm = incumbent.version if incumbent and (spec.continuous is None or spec.continuous.warm_start) else None
     log(f"trainjob {ns}/{name}: new SampleSet version {samples.version}; warm start from {warm or 'scratch'}")
     manifest = (train or _train_in_process)(resource, store, warm)
+    if not judge:
+        return None
     auc = (manifest.status.get("metrics") or {}).get("auc")
     incumbent_auc = holdout_auc(store, incumbent, samples) if incumbent else None
     decision = promotion.decide(auc, incumbent_auc, spec.promote_if)

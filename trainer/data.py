@@ -7,9 +7,11 @@ Parquet shards in record batches and turns each into a `TorchBatch`. The first
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,56 @@ from recplane.data.features import FeatureProcessor
 from recplane.data.samples import iter_record_batches, rank_rows
 from recplane.data.tensors import TorchBatch, to_torch
 from recplane.store import Manifest, Store
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, produced up to `depth` ahead by a background thread.
+
+    Reading Parquet and encoding features release the GIL, so the next batches are prepared
+    while this thread waits in collectives or runs the model. An exception in the producer is
+    raised here, at the item where it happened; leaving the loop early stops the producer.
+    """
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as e:  # handed to the consumer, which raises it
+            put(e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="recplane-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=10)
 
 
 @dataclass

@@ -92,13 +92,6 @@ def process_group(backend: str = "gloo") -> Iterator[DistContext]:
             tmp.cleanup()
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """True when `flag` holds on every rank (one tiny all-reduce)."""
-    t = torch.tensor([0 if flag else 1], dtype=torch.int32, device=device)
-    dist.all_reduce(t)
-    return int(t.item()) == 0
-
-
 def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)

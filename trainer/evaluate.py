@@ -20,15 +20,19 @@ from .data import Batch
 
 
 class BinaryMetrics:
-    """Running AUC and weighted logloss over logits; `sync=True` gathers them from every rank at compute."""
+    """Running AUC and weighted logloss over logits; `sync=True` gathers them from every rank at compute.
 
-    def __init__(self, sync: bool = True) -> None:
-        self.auc = BinaryAUROC(sync_on_compute=sync)
-        self.logloss = MeanMetric(sync_on_compute=sync)
+    States live on `device`: the process group's collectives (nccl on GPUs) gather them there.
+    """
+
+    def __init__(self, sync: bool = True, device: torch.device | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        self.auc = BinaryAUROC(sync_on_compute=sync).to(self.device)
+        self.logloss = MeanMetric(sync_on_compute=sync).to(self.device)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> None:
-        logits, labels = logits.detach().float().cpu(), labels.detach().float().cpu()
-        w = torch.ones_like(labels) if weights is None else weights.detach().float().cpu()
+        logits, labels = logits.detach().float().to(self.device), labels.detach().float().to(self.device)
+        w = torch.ones_like(labels) if weights is None else weights.detach().float().to(self.device)
         self.auc.update(torch.sigmoid(logits), labels.long())
         self.logloss.update(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"), w)
 

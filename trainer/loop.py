@@ -19,7 +19,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from recplane.api.trainjob import TrainJobSpec
 
 from .checkpoint import CheckpointInfo, Checkpoints
-from .data import Batch, SampleData
+from .data import Batch, SampleData, prefetch
 from .dist import DistContext
 from .errors import NonFiniteLossError, TrainError
 from .evaluate import BinaryMetrics
@@ -200,7 +200,8 @@ class Trainer:
         loss_value: float | None = None
         while step < self.total_steps and epoch < self.spec.optimization.epochs:
             batch_in_epoch = skip
-            for batch, _ in self.data.batches("train", self.batch_size, self.ctx.rank, self.ctx.world_size, skip=skip):
+            batches = self.data.batches("train", self.batch_size, self.ctx.rank, self.ctx.world_size, skip=skip)
+            for batch, _ in prefetch(batches):
                 if step >= self.total_steps or batch_in_epoch >= self.steps_per_epoch:
                     break
                 self.schedule.apply(step)
@@ -268,9 +269,9 @@ class Trainer:
         if self.data.rows_per_rank("validation", self.ctx.world_size) == 0:
             self.telemetry.log("no validation rows: metrics are left empty")
             return {"auc": None, "logloss": None}
-        metrics = BinaryMetrics(sync=True)
+        metrics = BinaryMetrics(sync=True, device=self.ctx.device)
         self.dmp.eval()
-        for batch, _ in self.data.batches("validation", self.batch_size, self.ctx.rank, self.ctx.world_size):
+        for batch, _ in prefetch(self.data.batches("validation", self.batch_size, self.ctx.rank, self.ctx.world_size)):
             _, logits = self._forward(batch)
             assert batch.inputs.labels is not None
             metrics.update(logits, batch.inputs.labels, batch.inputs.weights)

@@ -19,10 +19,11 @@ from typing import Any
 
 from recplane.api.trainjob import PromotionRule
 from recplane.store import NotFoundError, Store
+from recplane.store.base import PROMOTED_FILE, PROMOTIONS_FILE
 
 KIND = "trainjob"
-POINTER_FILE = "promoted.json"
-HISTORY_FILE = "promotions.json"
+POINTER_FILE = PROMOTED_FILE
+HISTORY_FILE = PROMOTIONS_FILE
 
 
 @dataclass(frozen=True)

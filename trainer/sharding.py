@@ -38,6 +38,7 @@ DENSE_RESERVATION = 0.15
 SHARDED_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise")
 CPU_SHARDED_TYPES = ("table_wise", "column_wise", "table_column_wise")
 REPLICATED = "data_parallel"
+_COLUMN_SPLIT = (ShardingType.COLUMN_WISE.value, ShardingType.TABLE_COLUMN_WISE.value)
 _TYPES = {
     "table_wise": ShardingType.TABLE_WISE.value,
     "column_wise": ShardingType.COLUMN_WISE.value,
@@ -134,14 +135,17 @@ def check_placeable(tables: list[Table], sharding: str) -> None:
 
 def constraints(tables: list[Table], sharding: str, ctx: DistContext) -> dict[str, ParameterConstraints]:
     types = allowed_sharding_types(sharding, ctx)
-    return {
-        t.name: ParameterConstraints(
-            sharding_types=types,
-            compute_kernels=["fused"],
-            min_partition=column_block(t.embedding_dim, ctx.world_size),
-        )
-        for t in tables
-    }
+    out = {}
+    for t in tables:
+        block = column_block(t.embedding_dim, ctx.world_size)
+        allowed = types
+        if sharding == "auto" and block == t.embedding_dim:
+            # Too narrow to split by columns (a 4-wide first-order table): column_wise would place it whole
+            # on one rank, as table_wise does, but as a sharding group of its own, which costs a further set
+            # of all-to-alls every step.
+            allowed = [x for x in types if x not in _COLUMN_SPLIT] or types
+        out[t.name] = ParameterConstraints(sharding_types=allowed, compute_kernels=["fused"], min_partition=block)
+    return out
 
 
 def plan_sharding(model: nn.Module, sharding: str, ctx: DistContext, batch_size: int) -> ShardingPlan:

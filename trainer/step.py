@@ -113,17 +113,50 @@ def _run(
         checkpoints.close()
 
 
-def train_step(path: Path | str, warm_start_from: str | None = None, data_version: str | None = None) -> Manifest:
-    """`recplane step train --spec FILE`."""
+def train_step(
+    path: Path | str, warm_start_from: str | None = None, data_version: str | None = None
+) -> Manifest | None:
+    """`recplane step train --spec FILE`.
+
+    A TrainJob with `continuous` runs one continuous round instead (what a cluster's worker
+    group does for each new FeatureSet version): warm-started from the promoted version, judged
+    on the new data's hold-out, verdict recorded. None when that data was already judged.
+    """
     rank = _env_rank()
     try:
         resource = load_resource(Path(path), "TrainJob")
+        spec = resource.spec
+        if isinstance(spec, TrainJobSpec) and spec.continuous is not None and warm_start_from is None:
+            return _continuous_step(resource, rank)
         manifest = train_job(resource, warm_start_from=warm_start_from, data_version=data_version)
     except (TrainError, DataError, ResourceError, StoreError, UnknownModelError) as e:
         where = f" (rank {rank})" if rank else ""
         print(f"error: TrainJob {path}{where}: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     if rank == 0:
+        print(json.dumps(manifest.model_dump(mode="json", by_alias=True), separators=(",", ":")), flush=True)
+    return manifest
+
+
+def _continuous_step(resource: Resource, rank: int) -> Manifest | None:
+    from .continuous import continuous_round
+
+    store = open_store()
+    result = continuous_round(
+        resource,
+        store,
+        train=lambda r, s, warm: train_job(r, s, warm_start_from=warm),
+        log=lambda message: print(message, file=sys.stderr, flush=True) if rank == 0 else None,
+        judge=rank == 0,
+    )
+    if rank != 0:
+        return None
+    if result is not None:
+        manifest: Manifest | None = result.manifest
+    else:  # this data was judged before: the step's result is the version trained on it
+        manifest = store.latest(resource.namespace, KIND, resource.name)
+        print(f"trainjob {resource.namespace}/{resource.name}: no new data to train on", file=sys.stderr, flush=True)
+    if manifest is not None:
         print(json.dumps(manifest.model_dump(mode="json", by_alias=True), separators=(",", ":")), flush=True)
     return manifest
 

@@ -56,6 +56,23 @@ def endpoint(name: str, namespace: str, config: OperatorConfig) -> str:
     return f"http://{stable_name(name)}.{namespace}.svc:{config.serving_port}"
 
 
+def events_prefix(name: str, namespace: str) -> str:
+    """Where a ModelDeployment's pods write impression and feedback events, relative to the store."""
+    return f"{namespace}/events/{name}"
+
+
+def _events_env(name: str, namespace: str, spec: Mapping[str, Any]) -> list[Obj]:
+    events = spec.get("events") or {}
+    if not events.get("enabled"):
+        return []
+    return [
+        {"name": "RECPLANE_EVENTS_URI", "value": events_prefix(name, namespace)},
+        {"name": "RECPLANE_EVENTS_FLUSH_SECONDS", "value": str(events.get("flushSeconds", 60))},
+        {"name": "RECPLANE_EVENTS_LABEL_WINDOW_SECONDS", "value": str(events.get("labelWindowSeconds", 1800))},
+        {"name": "RECPLANE_EVENTS_TOP_K", "value": str(events.get("topK", 0))},
+    ]
+
+
 def _deployment(
     resource: Mapping[str, Any], config: OperatorConfig, model: ModelRef, track: str, replicas: int | None
 ) -> Obj:
@@ -83,6 +100,7 @@ def _deployment(
             {"name": "RECPLANE_SERVE_MAX_LATENCY_MS", "value": str(batching.get("maxLatencyMs", 10))},
             {"name": "RECPLANE_SERVE_MAX_CANDIDATES", "value": str(spec.get("maxCandidates", 1000))},
             {"name": "BENTOML_HOME", "value": "/tmp/bentoml"},
+            *_events_env(name, namespace, spec),
         ],
         mounts=[],
         config=config,

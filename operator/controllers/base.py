@@ -28,6 +28,8 @@ EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 log = logging.getLogger("recplane.operator")
 
 CONFLICT_RETRIES = 5
+STATUS_OWN_FIELDS = frozenset({"phase", "conditions", "observedGeneration", "kopf"})
+"""Status fields `status.build_status` computes; the rest are the kind's own."""
 SECRET_TTL = 30.0
 
 
@@ -261,15 +263,16 @@ def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0, fu
     for _ in range(CONFLICT_RETRIES):
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
+        previous = obj.get("status") or {}
         try:
             verdict, fields = controller(ctx, obj, retry, full)
         except StoreError as exc:
+            # What the status said is kept (versions, what is served): the store is only out of reach.
             verdict, fields = (
                 waiting("StoreUnavailable", f"cannot read the artifact store: {exc}", ctx.config.backoff(retry, 5.0)),
-                {},
+                {k: v for k, v in previous.items() if k not in STATUS_OWN_FIELDS},
             )
         generation = (obj.get("metadata") or {}).get("generation")
-        previous = obj.get("status") or {}
         new = status.build_status(verdict, prune(fields, status_schema(kind)), previous, generation)
         if _same(previous, new):
             return verdict
@@ -296,6 +299,11 @@ def reconcile(ctx: Context, controller: Controller, obj: Obj, retry: int = 0, fu
                 level, "%s %s/%s is %s (%s): %s", kind, namespace, name, verdict.phase, verdict.reason, verdict.message
             )
             ctx.events(obj, status.event_type(verdict), verdict.reason, verdict.message)
+        for notice in verdict.notices:
+            # Derived from the status just replaced and the one written over it, so a repeated
+            # reconcile (or a restarted operator) finds nothing new to announce.
+            log.info("%s %s/%s: %s: %s", kind, namespace, name, notice.reason, notice.message)
+            ctx.events(obj, notice.type, notice.reason, notice.message)
         return verdict
     raise Conflict(409, "Conflict", f"{kind} {namespace}/{name} kept changing while its status was written")
 

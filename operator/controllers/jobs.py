@@ -27,6 +27,8 @@ class JobState:
     active: int
     ready: int
     failed_at: str | None
+    finished_at: str | None
+    """When the Job completed or failed (RFC 3339), None while it runs."""
     message: str
 
 
@@ -43,6 +45,9 @@ def job_state(job: Mapping[str, Any]) -> JobState:
         active=int(status.get("active") or 0),
         ready=int(status.get("ready") or 0),
         failed_at=(failed_cond or {}).get("lastTransitionTime"),
+        finished_at=(failed_cond or {}).get("lastTransitionTime")
+        or status.get("completionTime")
+        or (ok_cond or {}).get("lastTransitionTime"),
         message=" ".join(p for p in ((failed_cond or {}).get("reason"), (failed_cond or {}).get("message")) if p),
     )
 

@@ -1,27 +1,40 @@
 """ModelDeployment: pick the model version(s), converge the serving objects, report the rollout.
 
 Which version is served follows `spec.model`: a pinned `trainJobRef.version`, the
-TrainJob's latest or promoted version, or a stored model URI. Every change of the
-served version is recorded in `status.history`; `recplane rollback` pins an
-earlier entry again (a spec change like any other).
+TrainJob's latest or promoted version, or a stored model URI; with `canary.weight` and no
+`canary.version`, a newly chosen version is first the canary (see `rollout`). Every
+change of the served version is recorded in `status.history`, with the versions the
+TrainJob rejected; `recplane rollback` pins an earlier entry again (a spec change like
+any other).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
-from recplane.operator import refs
+from recplane.operator import names, refs
 from recplane.operator.builders import ModelRef, build_serving
-from recplane.operator.builders.serving import canary_name, endpoint, stable_name
+from recplane.operator.builders.serving import canary_name, endpoint, events_prefix, stable_name
 from recplane.operator.controllers import jobs as jobs_
 from recplane.operator.controllers.base import Context, apply_if_changed, meta, resolve_upstream, waiting
+from recplane.operator.controllers.rollout import (
+    CanaryPolicy,
+    Rollout,
+    canary_policy,
+    plan_rollout,
+    rollout_status,
+    serving_notices,
+)
 from recplane.operator.status import Verdict, now_rfc3339
 
 Obj = dict[str, Any]
-MAX_HISTORY = 20
 CREATE_MANAGER = "recplane-operator-create"
+CARRIED = ("currentVersion", "currentUri", "canaryVersion", "canaryUri", "canaryStartedAt", "history", "endpoint")
+"""Status fields kept while the spec cannot be resolved (the children are left as they are then)."""
 
 
 def _versions(tj_status: Mapping[str, Any]) -> dict[str, str]:
@@ -48,8 +61,23 @@ def _not_found(field: str, version: str, tj: str, tj_status: Mapping[str, Any], 
     )
 
 
-def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None, ModelRef | None, str, Verdict | None]:
-    """(stable, canary, why stable was chosen, verdict when there is nothing to serve yet)."""
+@dataclass(frozen=True)
+class Resolved:
+    """What `spec.model` (and `spec.canary.version`) resolve to."""
+
+    chosen: ModelRef | None
+    """The version the spec asks for: pinned, the TrainJob's latest or promoted one, or the URI."""
+    canary: ModelRef | None = None
+    """The fixed `canary.version`, when set and found."""
+    why: str = ""
+    """pinned, latest, promoted or uri."""
+    problem: Verdict | None = None
+    """Why nothing (or no canary) can be served yet."""
+    versions: list[Obj] = field(default_factory=list)
+    """The TrainJob's status.versions (oldest first)."""
+
+
+def resolve_models(ctx: Context, obj: Obj, retry: int) -> Resolved:
     _kind, namespace, _name = meta(obj)
     spec = obj.get("spec") or {}
     model = spec.get("model") or {}
@@ -66,11 +94,9 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
             and target.version
             and ctx.artifacts.manifest(target.namespace, target.kind, target.name, target.version) is None
         ):
-            return (
+            return Resolved(
                 None,
-                None,
-                "",
-                waiting(
+                problem=waiting(
                     "VersionNotFound",
                     f"spec.model.uri {uri!r} names no stored model version: check the URI "
                     f"(versions live under {ctx.artifacts.uri}/<namespace>/trainjob/<name>/<version>/)",
@@ -78,21 +104,18 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
                     warning=True,
                 ),
             )
-        stable = ModelRef(version, uri)
         canary = None
         if want_canary:
             canary = ModelRef(want_canary, uri.rstrip("/").rsplit("/", 1)[0] + f"/{want_canary}/")
-        return stable, canary, "uri", None
+        return Resolved(ModelRef(version, uri), canary, "uri")
 
     ref = refs.upstream_ref(obj)
     assert ref is not None  # the schema requires trainJobRef or uri
     follow = model.get("follow", "promoted")
     if follow == "pinned" and not ref.version:
-        return (
+        return Resolved(
             None,
-            None,
-            "",
-            waiting(
+            problem=waiting(
                 "InvalidSpec",
                 "spec.model.follow is pinned but spec.model.trainJobRef.version is not set: set the version to serve, "
                 "or follow latest or promoted",
@@ -104,8 +127,9 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
     # A pinned version is checked below against the TrainJob; resolve only the TrainJob itself here.
     up = resolve_upstream(ctx, obj, refs.Ref(ref.kind, ref.name, None, ref.field), retry)
     if up.obj is None and up.verdict is not None:
-        return None, None, "", up.verdict
+        return Resolved(None, problem=up.verdict)
     tj_status = (up.obj or {}).get("status") or {}
+    versions = [v for v in tj_status.get("versions") or [] if isinstance(v, dict)]
 
     chosen: str | None
     if ref.version:
@@ -116,44 +140,55 @@ def resolve_models(ctx: Context, obj: Obj, retry: int) -> tuple[ModelRef | None,
         chosen, why = tj_status.get("promotedVersion"), "promoted"
     if not chosen:
         if up.verdict is not None:
-            return None, None, "", up.verdict
+            return Resolved(None, problem=up.verdict)
         latest = tj_status.get("latestVersion")
         hint = f" (latest {latest} did not pass spec.promoteIf)" if latest else ""
-        return (
+        return Resolved(
             None,
-            None,
-            "",
-            waiting("Waiting", f"waiting for TrainJob {ref.name!r} to produce a {why} model version{hint}", delay),
+            problem=waiting(
+                "Waiting", f"waiting for TrainJob {ref.name!r} to produce a {why} model version{hint}", delay
+            ),
+            versions=versions,
         )
     found = _lookup(ctx, namespace, ref.name, tj_status, chosen)
     if found is None:
-        return None, None, "", _not_found("spec.model.trainJobRef.version", chosen, ref.name, tj_status, delay)
-    stable = found
+        return Resolved(None, problem=_not_found("spec.model.trainJobRef.version", chosen, ref.name, tj_status, delay))
     canary = None
     if want_canary:
         canary = _lookup(ctx, namespace, ref.name, tj_status, want_canary)
         if canary is None:
-            return stable, None, why, _not_found("spec.canary.version", want_canary, ref.name, tj_status, delay)
-    return stable, canary, why, None
+            problem = _not_found("spec.canary.version", want_canary, ref.name, tj_status, delay)
+            return Resolved(found, None, why, problem, versions)
+    return Resolved(found, canary, why, None, versions)
 
 
 def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tuple[Verdict, Obj]:
     _kind, namespace, name = meta(obj)
     spec = obj.get("spec") or {}
     previous = obj.get("status") or {}
-    fields: Obj = {k: previous[k] for k in ("currentVersion", "currentUri", "history", "endpoint") if k in previous}
+    fields: Obj = {k: previous[k] for k in CARRIED if k in previous}
 
-    stable, canary, why, problem = resolve_models(ctx, obj, retry)
-    if stable is None:
-        assert problem is not None
-        return problem, fields
+    found = resolve_models(ctx, obj, retry)
+    if found.chosen is None:
+        assert found.problem is not None
+        return found.problem, fields
     secret = ctx.store_secret_problem(namespace)
     if secret:
         return waiting("StoreSecretMissing", secret, ctx.config.backoff(retry, 10.0), warning=True), fields
 
-    weight = int((spec.get("canary") or {}).get("weight") or 0)
-    plan = build_serving(obj, ctx.config, stable, canary, weight)
+    now = ctx.clock().replace(microsecond=0)
     existing = {d["metadata"]["name"]: d for d in ctx.children("Deployment", obj)}
+    policy = canary_policy(spec, found.why)
+    if policy is not None:
+        serving_canary = _serves(existing.get(canary_name(name)), previous.get("canaryVersion"))
+        rollout = plan_rollout(found.chosen, previous, policy, serving_canary, now)
+        weight = policy.weight
+    else:
+        rollout = Rollout(found.chosen, found.canary)
+        weight = int((spec.get("canary") or {}).get("weight") or 0)
+    stable, canary = rollout.stable, rollout.canary
+
+    plan = build_serving(obj, ctx.config, stable, canary, weight)
     stable_dep = stable_name(name)
     created = False
     if stable_dep not in existing:
@@ -178,18 +213,35 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
         if del_name in existing:
             ctx.kube.delete(api_version, del_kind, namespace, del_name, uid=existing[del_name]["metadata"]["uid"])
 
-    history = list(previous.get("history") or [])
-    if not history or history[-1].get("version") != stable.version:
-        history.append({"version": stable.version, "startedAt": now_rfc3339(ctx.clock()), "reason": why})
     fields.update(
-        currentVersion=stable.version,
-        currentUri=stable.uri,
-        canaryVersion=canary.version if canary else None,
+        rollout_status(previous, rollout, found.chosen, found.why, found.versions, policy, now),
         endpoint=endpoint(name, namespace, ctx.config),
-        history=history[-MAX_HISTORY:],
+        eventsUri=(
+            ctx.artifacts.uri.rstrip("/") + "/" + events_prefix(name, namespace) + "/"
+            if (spec.get("events") or {}).get("enabled")
+            else None
+        ),
     )
+    verdict, fields = _verdict(ctx, obj, rollout, policy, weight, found.problem, applied, fields, now)
+    notices = serving_notices(previous, fields, weight, policy)
+    return (replace(verdict, notices=notices) if notices else verdict), fields
 
-    deps = [applied[f"{stable_dep}/Deployment"]]
+
+def _verdict(
+    ctx: Context,
+    obj: Obj,
+    rollout: Rollout,
+    policy: CanaryPolicy | None,
+    weight: int,
+    problem: Verdict | None,
+    applied: Mapping[str, Obj],
+    fields: Obj,
+    now: datetime,
+) -> tuple[Verdict, Obj]:
+    """Where the rollout stands: ready replicas, rolling out, stuck, or a canary under analysis."""
+    _kind, _namespace, name = meta(obj)
+    stable, canary = rollout.stable, rollout.canary
+    deps = [applied[f"{stable_name(name)}/Deployment"]]
     if canary is not None:
         deps.append(applied[f"{canary_name(name)}/Deployment"])
     ready = sum(int((d.get("status") or {}).get("readyReplicas") or 0) for d in deps)
@@ -205,6 +257,20 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
             ready=ready > 0,
             warning=True,
             requeue_after=problem.requeue_after,
+        ), fields
+    if rolled_out and ready > 0 and canary is not None and policy is not None:
+        due = rollout.analysis_due(policy)
+        since = now_rfc3339(rollout.canary_started_at or now)
+        until = f" at {now_rfc3339(due)}" if due is not None else f" after {policy.analysis}"
+        return Verdict(
+            phase="Ready",
+            reason="CanaryAnalysis",
+            message=f"serving {serving} on {ready} ready replica(s) at {fields['endpoint']}; the canary serves "
+            f"since {since} and becomes the stable version{until} if it stays ready",
+            ready=True,
+            progressing=True,
+            # The poll timer comes back too (a polled reason): this only makes the promotion punctual.
+            requeue_after=max(1.0, (due - now).total_seconds()) if due is not None else 1.0,
         ), fields
     if rolled_out and ready > 0:
         return Verdict(
@@ -232,6 +298,15 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
     ), fields
 
 
+def _serves(dep: Mapping[str, Any] | None, version: str | None) -> bool:
+    """`dep` runs model `version`, rolled out, with a ready replica."""
+    if dep is None or not version:
+        return False
+    labels = ((dep.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+    ready = int((dep.get("status") or {}).get("readyReplicas") or 0)
+    return labels.get(names.MODEL_VERSION_LABEL) == names.label_value(version) and ready > 0 and _rolled_out(dep)
+
+
 def _rolled_out(dep: Mapping[str, Any]) -> bool:
     """The Deployment controller has seen the latest template and every replica runs it and is available."""
     st = dep.get("status") or {}
@@ -244,4 +319,4 @@ def _rolled_out(dep: Mapping[str, Any]) -> bool:
     )
 
 
-__all__ = ["reconcile_serving", "resolve_models"]
+__all__ = ["Resolved", "reconcile_serving", "resolve_models"]

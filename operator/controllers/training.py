@@ -7,6 +7,8 @@ still right and a repeated reconcile never starts a second group.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +20,7 @@ from recplane.operator.builders.training import training_key
 from recplane.operator.controllers import jobs as jobs_
 from recplane.operator.controllers.base import Context, carried, create_job, meta, resolve_upstream, waiting
 from recplane.operator.controllers.steps import cleanup_superseded
-from recplane.operator.status import Verdict
+from recplane.operator.status import Notice, Verdict
 
 Obj = dict[str, Any]
 
@@ -40,6 +42,36 @@ def _seconds_since(stamp: str | None, now: datetime) -> float:
 
 
 def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tuple[Verdict, Obj]:
+    verdict, fields = _reconcile(ctx, obj, retry, full)
+    before = (obj.get("status") or {}).get("versions") or []
+    notices = version_notices(before, fields.get("versions") or [])
+    return (replace(verdict, notices=verdict.notices + notices) if notices else verdict), fields
+
+
+def version_notices(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]) -> tuple[Notice, ...]:
+    """One Event per model version that `after` (the new status.versions) lists and `before` (the
+    status it replaces) did not: VersionPromoted or VersionRejected, with its AUC and the reason.
+
+    Level-triggered: a repeated reconcile, or a restarted operator, compares statuses that both
+    list the version, so each version is announced once.
+    """
+    known = {v.get("version") for v in before}
+    out = []
+    for v in after:
+        if v.get("version") in known:
+            continue
+        auc = (v.get("metrics") or {}).get("auc")
+        what = f"model version {v.get('version')}" + (f" (AUC {auc})" if auc is not None else "")
+        reason = v.get("reason")
+        if v.get("promoted") is False:
+            why = reason or "it did not pass promoteIf"
+            out.append(Notice("Warning", "VersionRejected", f"{what} rejected: {why}"))
+        else:
+            out.append(Notice("Normal", "VersionPromoted", f"{what} promoted" + (f": {reason}" if reason else "")))
+    return tuple(out)
+
+
+def _reconcile(ctx: Context, obj: Obj, retry: int, full: bool) -> tuple[Verdict, Obj]:
     kind, namespace, name = meta(obj)
     spec = obj.get("spec") or {}
     previous = obj.get("status") or {}
@@ -80,7 +112,8 @@ def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) ->
     attempt = _attempt(current)
     state = jobs_.job_state(current)
     fields.update(restarts=attempt, workersReady=state.ready if not state.finished else 0)
-    fields.update(art.trainjob_fields(ctx.artifacts.versions(namespace, kind, name), spec.get("promoteIf")))
+    verdicts = ctx.artifacts.verdicts(namespace, name) if spec.get("continuous") else None
+    fields.update(art.trainjob_fields(ctx.artifacts.versions(namespace, kind, name), spec.get("promoteIf"), verdicts))
     has_model = bool(fields.get("latestVersion"))
 
     if not state.finished:

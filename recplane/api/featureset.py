@@ -43,7 +43,11 @@ class Transform(ApiModel):
     buckets: int | None = Field(default=None, ge=2, le=2_000_000_000, description="Hash buckets (hash, cross).")
     min_count: int = Field(default=1, ge=1, description="Vocabulary: ids seen fewer times map to OOV.")
     max_size: int = Field(
-        default=1_000_000, ge=1, description="Vocabulary: most frequent ids kept; the rest map to OOV."
+        default=1_000_000,
+        ge=1,
+        description="Vocabulary: most frequent ids kept; the rest map to OOV. Over a SampleSet that follows its "
+        "source, the vocabulary grows across FeatureSet versions up to maxSize (earlier ids keep their index) "
+        "and its embedding table has maxSize + 2 rows from the first version on.",
     )
     boundaries: list[float] | None = Field(default=None, max_length=1_000, description="Bucketize: sorted boundaries.")
     num_quantiles: int = Field(default=16, ge=2, le=1024, description="Quantile: number of equal-frequency buckets.")

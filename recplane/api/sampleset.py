@@ -6,9 +6,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .common import ApiModel, BaseStatus, DeletionPolicy, Resources, cel, validations
+from .common import DURATION_PATTERN, ApiModel, BaseStatus, DeletionPolicy, Resources, cel, validations
 
 SourceFormat = Literal["synthetic", "parquet", "csv", "jsonl"]
+DEFAULT_FOLLOW_INTERVAL = "1m"
+"""`source.followInterval` when it is not set (not a schema default: it is only allowed with `follow`)."""
 
 
 class SyntheticSource(ApiModel):
@@ -42,6 +44,14 @@ class SyntheticSource(ApiModel):
 class Source(ApiModel):
     """Where events are read from."""
 
+    model_config = validations(
+        cel(
+            "!has(self.followInterval) || (has(self.follow) && self.follow)",
+            "source.followInterval is only used when source.follow is true: set follow: true or remove followInterval",
+            ".followInterval",
+        ),
+    )
+
     format: SourceFormat = Field(description="Event file format, or `synthetic` for the built-in generator.")
     uri: str | None = Field(
         default=None,
@@ -52,6 +62,12 @@ class Source(ApiModel):
     follow: bool = Field(
         default=False,
         description="Keep watching `uri` for new files; each new batch becomes a new version with only the new events.",
+    )
+    follow_interval: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="With `follow`: how long the operator waits after one look for new files has finished "
+        "before it starts the next (a new step Job). Default 1m; only allowed with `follow: true`.",
     )
 
 

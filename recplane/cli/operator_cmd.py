@@ -12,6 +12,7 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True, help="Run the recplane operator (kopf) or print its RBAC and peering objects.")
 err = Console(stderr=True)
+LOG_FORMATS = ("json", "plain", "full")
 
 
 @app.command()
@@ -48,6 +49,9 @@ def run(
 
     if all_namespaces and namespace:
         err.print("[red]error:[/red] --namespace and --all-namespaces exclude each other")
+        raise typer.Exit(2)
+    if log_format not in LOG_FORMATS:
+        err.print(f"[red]error:[/red] --log-format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
         raise typer.Exit(2)
     try:
         config = OperatorConfig.from_env(

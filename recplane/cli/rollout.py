@@ -104,10 +104,14 @@ def _pin(md: dict[str, Any], version: str) -> tuple[dict[str, Any], list[Change]
 
 
 def plan_promote(md: dict[str, Any]) -> Plan:
-    """Make the canary version the stable one and drop the canary."""
+    """Make the canary version the stable one and drop the canary.
+
+    The canary is spec.canary.version, or, on a deployment that rolls out each new version
+    canary first (a weight without a version), the version status.canaryVersion is analysing.
+    """
     name = md["metadata"]["name"]
     canary = (md.get("spec") or {}).get("canary") or {}
-    version = canary.get("version")
+    version = canary.get("version") or (md.get("status") or {}).get("canaryVersion")
     if not version:
         raise CliError(
             f"ModelDeployment {name} has no canary to promote: set spec.canary.version "
@@ -121,14 +125,15 @@ def plan_promote(md: dict[str, Any]) -> Plan:
 
 
 def history_newest_first(status: dict[str, Any]) -> list[str]:
-    """Versions the deployment has served, newest first, each once.
+    """Versions the deployment has served as its stable version, newest first, each once.
 
-    Ordered by `startedAt` when every entry has one, else by list order (the
-    operator appends, so the last entry is the newest).
+    Entries without `startedAt` never became stable (a rejected version, a canary still under
+    analysis or replaced before promotion): never a rollback target. Ordered by `startedAt`,
+    ties in list order (the operator appends, so the last entry is the newest).
     """
-    entries = list(status.get("history") or [])
-    times = [parse_time(e.get("startedAt")) for e in entries]
-    if entries and all(t is not None for t in times):
+    entries = [e for e in status.get("history") or [] if e.get("startedAt")]
+    times = [parse_time(e["startedAt"]) for e in entries]
+    if all(t is not None for t in times):
         order = sorted(range(len(entries)), key=lambda i: (times[i] or datetime.min, i))
         entries = [entries[i] for i in order]
     seen: list[str] = []
@@ -165,7 +170,13 @@ def plan_rollback(md: dict[str, Any], to: str | None = None) -> Plan:
             )
         target = older[0]
     patch, changes, notes = _pin(md, target)
-    if (md.get("spec") or {}).get("canary"):
+    canary = (md.get("spec") or {}).get("canary")
+    if canary and not canary.get("version"):
+        # Canary first only applies to followed versions: a pinned deployment with a weight and no
+        # version is refused by the API server, and rolling back means stopping new versions anyway.
+        patch["spec"]["canary"] = None
+        changes.append(Change("spec.canary", canary, None))
+    elif canary:
         notes.append("the canary is unchanged: remove spec.canary too if it should stop taking traffic")
     return Plan(target, patch, changes, notes)
 

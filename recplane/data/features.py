@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,17 +202,10 @@ class _SparseEncoder:
         self.boundaries = np.asarray(params.get("boundaries") or [], dtype=np.float64)
         self.num_embeddings = int(params["numEmbeddings"])
         self._cached: tuple[pa.Array, np.ndarray] | None = None
-        if self.t == "vocabulary":
-            if vocabulary is None:
-                raise ValueError(f"feature {feature.name}: vocabulary missing from the feature spec")
-            # Hashes computed while fitting come along; a loaded artifact recomputes them from the values.
-            if "hash" in vocabulary.column_names:
-                hashes = vocabulary["hash"].to_numpy()
-            else:
-                hashes, _ = hash_array(vocabulary["value"])
-            order = np.argsort(hashes, kind="stable")
-            self.vocab_hashes = hashes[order]
-            self.vocab_ids = (order + FIRST_VOCAB_ID).astype(np.int64)
+        self._vocabulary = vocabulary
+        self._index: tuple[_HashIndex, np.ndarray] | None = None
+        if self.t == "vocabulary" and vocabulary is None:
+            raise ValueError(f"feature {feature.name}: vocabulary missing from the feature spec")
 
     def encode_into(self, columns: Sequence[pa.Array], out: np.ndarray) -> None:
         """Single-valued features: write the B ids straight into `out` (a slice of the batch's values)."""
@@ -260,21 +256,73 @@ class _SparseEncoder:
     def _dictionary_ids(self, dictionary: pa.Array) -> np.ndarray:
         """Ids of each dictionary entry, plus MISSING_ID at the end (where null indices point)."""
         # Parquet row groups share one dictionary across the batches read from them: map it once.
-        if self._cached is not None and _same_values(self._cached[0], dictionary):
-            return self._cached[1]
+        cached = self._cached  # read once: another thread may replace it
+        if cached is not None and _same_values(cached[0], dictionary):
+            return cached[1]
         ids = np.append(self._distinct_ids(dictionary), np.int64(MISSING_ID))
         self._cached = (dictionary, ids)
         return ids
 
     def lookup(self, h: np.ndarray) -> np.ndarray:
         """Vocabulary ids of uint64 hashes (OOV_ID when absent)."""
-        if len(self.vocab_hashes) == 0:
-            return np.full(len(h), OOV_ID, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.vocab_hashes, h), len(self.vocab_hashes) - 1)
-        return np.where(self.vocab_hashes[pos] == h, self.vocab_ids[pos], OOV_ID)
+        index, vocab_ids = self._vocab_index()
+        pos = index.find(h)
+        found = pos >= 0
+        ids = np.full(len(h), OOV_ID, dtype=np.int64)
+        ids[found] = vocab_ids[pos[found]]
+        return ids
+
+    def _vocab_index(self) -> tuple[_HashIndex, np.ndarray]:
+        """The vocabulary's lookup index and the id at each of its positions (built once)."""
+        built = self._index
+        if built is None:
+            assert self._vocabulary is not None
+            # Hashes computed while fitting come along; a loaded artifact recomputes them from the values.
+            if "hash" in self._vocabulary.column_names:
+                hashes = self._vocabulary["hash"].to_numpy()
+            else:
+                hashes, _ = hash_array(self._vocabulary["value"])
+            order = np.argsort(hashes, kind="stable")
+            built = self._index = (_HashIndex(hashes[order]), (order + FIRST_VOCAB_ID).astype(np.int64))
+        return built
 
 
 _ENCODE_ABOVE = 2048
+
+
+class _HashIndex:
+    """Exact lookup in sorted uint64 keys: a directory of where each value of their top bits starts
+    (about one key per slot), so most lookups read one directory entry and one key, where a binary
+    search over a million keys reads twenty scattered ones."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.size = len(keys)
+        self.keys = np.append(keys, np.uint64(0))  # one spare key: a probe past the end reads something
+        self.bits = max(1, min(self.size.bit_length(), 30))
+        self.shift = np.uint64(64 - self.bits)
+        slots = np.bincount((keys >> self.shift).astype(np.intp), minlength=1 << self.bits)
+        starts = np.zeros(len(slots) + 1, dtype=np.int64 if self.size >= 1 << 31 else np.int32)
+        np.cumsum(slots, out=starts[1:])
+        # [start, end) of each slot side by side: one gather reads both.
+        self.bounds = np.lib.stride_tricks.as_strided(starts, shape=(len(slots), 2), strides=starts.strides * 2)
+
+    def find(self, h: np.ndarray) -> np.ndarray:
+        """The position of each of `h` in the keys (the first, for a key held twice), or -1 (intp)."""
+        if self.size == 0 or len(h) == 0:
+            return np.full(len(h), -1, dtype=np.intp)
+        bounds = self.bounds[(h >> self.shift).astype(np.intp)]
+        pos, end = bounds[:, 0].astype(np.intp), bounds[:, 1]
+        hit = self.keys[pos] == h
+        hit &= pos < end
+        out = np.where(hit, pos, -1)
+        rest = np.flatnonzero(~hit & (pos + 1 < end))  # slots holding more keys: step through them
+        pos, end, h = pos[rest] + 1, end[rest], h[rest]
+        while len(rest):
+            hit = self.keys[pos] == h
+            out[rest[hit]] = pos[hit]
+            more = ~hit & (pos + 1 < end)
+            rest, pos, end, h = rest[more], pos[more] + 1, end[more], h[more]
+        return out
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -283,8 +331,17 @@ def _is_text(t: pa.DataType) -> bool:
 
 def _same_values(a: pa.Array, b: pa.Array) -> bool:
     """True when two (dictionary) arrays hold the same values: batches read from one Parquet row group
-    carry copies of its dictionary, and comparing them is far cheaper than mapping them again."""
-    return len(a) == len(b) and a.type == b.type and a.equals(b)
+    carry copies of its dictionary (or share one, when sliced from one read), and comparing them is far
+    cheaper than mapping them again."""
+    if len(a) != len(b) or a.type != b.type:
+        return False
+    if a.offset == b.offset and all(_same_buffer(x, y) for x, y in zip(a.buffers(), b.buffers(), strict=True)):
+        return True  # the same memory: Arrow buffers never change
+    return bool(a.equals(b))
+
+
+def _same_buffer(x: pa.Buffer | None, y: pa.Buffer | None) -> bool:
+    return x is y or (x is not None and y is not None and x.address == y.address and x.size == y.size)
 
 
 def _index_dtype(t: pa.DataType) -> np.dtype:
@@ -305,7 +362,44 @@ def _gather_dictionary(values: pa.DictionaryArray, ids_of: Any, out: np.ndarray 
         count=len(indices),
         offset=indices.offset * indices.type.byte_width,
     )
-    return np.take(per_entry, idx, out=out)
+    # mode='clip': the indices are in range, and the default 'raise' buffers the output (several times slower).
+    return np.take(per_entry, idx, out=out, mode="clip")
+
+
+# ---- parallel encoding --------------------------------------------------------------------
+# Batches this large encode their features in parallel: numpy's kernels and Arrow's release the GIL.
+_PARALLEL_ROWS = 16_384
+_THREADS = max(1, min(pa.cpu_count(), 8))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    """The shared encoding threads (None with one CPU: Arrow's `cpu_count`, which honours OMP_NUM_THREADS)."""
+    global _POOL
+    if _THREADS <= 1:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_THREADS, thread_name_prefix="recplane-encode")
+        return _POOL
+
+
+def _forget_pool() -> None:
+    """A forked child has none of the parent's threads: it starts its own pool when it needs one."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _run(tasks: Sequence[Callable[[], Any]], pool: ThreadPoolExecutor | None) -> list[Any]:
+    """Results of `tasks` in order: run in `pool` when given, else one after another (also when called
+    from one of the pool's own threads, which must never wait on the pool)."""
+    if pool is None or len(tasks) < 2 or threading.current_thread().name.startswith("recplane-encode"):
+        return [task() for task in tasks]
+    return [f.result() for f in [pool.submit(task) for task in tasks]]
 
 
 class _DenseEncoder:
@@ -316,13 +410,67 @@ class _DenseEncoder:
         self.std = std if std > 1e-12 else 1.0
 
     def encode(self, col: pa.Array) -> np.ndarray:
-        x, nulls = _numbers(col)
+        out = np.empty(len(col), dtype=np.float64)
+        self.encode_into(col, out)
+        return out.astype(np.float32)
+
+    def encode_into(self, col: pa.Array, out: np.ndarray) -> None:
+        """Write the float64 values into `out` (contiguous, e.g. a row of the dense block); missing values
+        are 0.0. Every step works in place: no temporaries the size of the batch but one."""
+        restore = _numbers_into(col, out)
         if self.t == "log1p":
-            x = np.sign(x) * np.log1p(np.abs(x))
+            magnitude = np.abs(out)
+            np.log1p(magnitude, out=magnitude)
+            np.copysign(magnitude, out, out=out)  # sign(x)·log1p(|x|), in two passes instead of four
+            out += 0.0  # ... and +0.0 where x is -0.0, as np.sign(-0.0) * 0.0 gives; missing (0.0) stays 0.0
         elif self.t == "standardize":
-            x = (x - self.mean) / self.std
-        x[nulls] = 0.0
-        return x.astype(np.float32)
+            np.subtract(out, self.mean, out=out)
+            np.divide(out, self.std, out=out)
+            restore()  # missing values back to 0.0
+
+
+def _numbers_into(arr: pa.Array, out: np.ndarray) -> Callable[[], None]:
+    """Write `arr` into the float64 array `out` with missing values (null, NaN) as 0.0; returns a function
+    that sets them to 0.0 again (after a transform moved them).
+
+    Integer and float columns convert straight from their value buffer with numpy (Arrow's checked cast
+    is several times slower, and refuses integers beyond 2**53, which become the nearest float here).
+    Nulls in integer columns are zeroed by multiplying with the validity (branch-free; the values are
+    finite and never -0.0, so `+= 0.0` turns the -0.0 of negative slots into 0.0 and changes nothing else)."""
+    t = arr.type
+    if pa.types.is_integer(t) or (pa.types.is_floating(t) and t.bit_width > 16):
+        dtype = _index_dtype(t) if pa.types.is_integer(t) else np.dtype(f"float{t.bit_width}")
+        out[...] = np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+    else:  # booleans (bit-packed), half floats
+        out[...] = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(t):
+        if not arr.null_count:
+            return lambda: None
+        valid = _validity(arr)
+
+        def zero_nulls() -> None:
+            np.multiply(out, valid, out=out)
+            np.add(out, 0.0, out=out)
+
+        zero_nulls()
+        return zero_nulls
+    missing = np.isnan(out)  # nulls arrive as NaN from Arrow's conversion; a NaN is as missing as a null
+    if arr.null_count:
+        missing |= ~_validity(arr)
+    if not missing.any():
+        return lambda: None
+
+    def zero_missing() -> None:
+        np.copyto(out, 0.0, where=missing)
+
+    zero_missing()
+    return zero_missing
+
+
+def _validity(arr: pa.Array) -> np.ndarray:
+    """bool [n]: True where `arr` holds a value (its validity bitmap, unpacked)."""
+    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
+    return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset :].view(bool)
 
 
 # ---- the processor -----------------------------------------------------------------------
@@ -361,6 +509,8 @@ class FeatureProcessor:
                 multi_hot=feature.type == "multi_hot",
             )
             self._sparse.append((info, encoder))
+        # Vocabulary lookup indexes now, on parallel threads: loading pays for them, not the first request.
+        _run([encoder._vocab_index for _, encoder in self._sparse if encoder.t == "vocabulary"], _pool())
 
     # -- description
     @functools.cached_property
@@ -407,18 +557,25 @@ class FeatureProcessor:
 
     # -- transforms
     def transform(self, data: pa.Table | pa.RecordBatch) -> TransformedBatch:
-        """Model inputs for every row of `data` (must hold `input_columns`; label/weight when present)."""
+        """Model inputs for every row of `data` (must hold `input_columns`; label/weight when present).
+
+        Large batches encode their features in parallel threads (as many as Arrow's `cpu_count()`, which
+        honours OMP_NUM_THREADS); the output is the same whatever the number of threads.
+        """
         columns = {c: self._column(data, c) for c in self.input_columns}
         b = data.num_rows
-        multi = {
-            info.name: encoder.encode([columns[c] for c in info.columns])
-            for info, encoder in self._sparse
-            if info.multi_hot
-        }
+        pool = _pool() if b >= _PARALLEL_ROWS else None
+        multi_hot = [(info, encoder) for info, encoder in self._sparse if info.multi_hot]
+        encoded = _run(
+            [functools.partial(encoder.encode, [columns[c] for c in info.columns]) for info, encoder in multi_hot],
+            pool,
+        )
+        multi = {info.name: enc for (info, _), enc in zip(multi_hot, encoded, strict=True)}
         # One allocation for all ids; single-valued features write their B ids in place.
         total = b * (len(self._sparse) - len(multi)) + sum(len(e.ids) for e in multi.values())
         values = np.empty(total, dtype=np.int64)
         lengths = np.ones(b * len(self._sparse), dtype=np.int32)
+        tasks: list[Callable[[], object]] = []
         pos = 0
         for k, (info, encoder) in enumerate(self._sparse):
             if info.multi_hot:
@@ -427,11 +584,16 @@ class FeatureProcessor:
                 lengths[k * b : (k + 1) * b] = enc.lengths
                 pos += len(enc.ids)
             else:
-                encoder.encode_into([columns[c] for c in info.columns], values[pos : pos + b])
+                out = values[pos : pos + b]
+                tasks.append(functools.partial(encoder.encode_into, [columns[c] for c in info.columns], out))
                 pos += b
-        dense = np.empty((b, len(self._dense)), dtype=np.float32)
+        # Dense features into the rows of a [D, B] block (each contiguous), then one transposing copy.
+        block = np.empty((len(self._dense), b), dtype=np.float64)
         for j, (_, column, d_encoder) in enumerate(self._dense):
-            dense[:, j] = d_encoder.encode(columns[column])
+            tasks.append(functools.partial(d_encoder.encode_into, columns[column], block[j]))
+        _run(tasks, pool)
+        dense = np.empty((b, len(self._dense)), dtype=np.float32)
+        dense[...] = block.T  # float64 -> float32, rounded as astype does
         return TransformedBatch(
             keys=[s.name for s, _ in self._sparse],
             values=values,
@@ -443,11 +605,12 @@ class FeatureProcessor:
 
     def sparse_ids(self, data: pa.Table | pa.RecordBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The ids of some sparse features only (flattened for multi-hot), e.g. to measure OOV rates."""
-        out = {}
-        for info, encoder in self._sparse:
-            if info.name in names:
-                out[info.name] = encoder.encode([self._column(data, c) for c in info.columns]).ids
-        return out
+        wanted = [(info, encoder) for info, encoder in self._sparse if info.name in names]
+        tasks = [
+            functools.partial(encoder.encode, [self._column(data, c) for c in info.columns]) for info, encoder in wanted
+        ]
+        encoded = _run(tasks, _pool() if data.num_rows >= _PARALLEL_ROWS else None)
+        return {info.name: enc.ids for (info, _), enc in zip(wanted, encoded, strict=True)}
 
     def transform_rows(self, rows: Sequence[Mapping[str, Any]]) -> TransformedBatch:
         """The serving path: raw events as dicts (missing keys = missing values) -> model inputs."""
@@ -488,10 +651,14 @@ class FeatureProcessor:
         """Write `feature_spec.json` and `vocab/<feature>.parquet` (value, count) into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)  # a catalog without vocabularies writes no vocab/ first
+        writes = []
         for name, vocab in self.vocabularies.items():
             rel = self.params(name)["vocabulary"]
             (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(vocab.select(["value", "count"]), directory / rel)
+            # The values are distinct: a dictionary encoding would only be tried and dropped.
+            table = vocab.select(["value", "count"])
+            writes.append(functools.partial(pq.write_table, table, directory / rel, use_dictionary=False))
+        _run(writes, _pool())  # Parquet encoding releases the GIL
         (directory / FEATURE_SPEC_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True))
 
     @classmethod

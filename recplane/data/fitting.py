@@ -1,10 +1,13 @@
 """Materialising a FeatureSet: statistics and vocabularies over a SampleSet, streamed.
 
-One pass over the training split in record batches (string columns read
-dictionary-encoded, so most work happens once per distinct value), with bounded
-state per feature:
+One pass over the training split (string columns read dictionary-encoded, so most
+work happens once per distinct value of a row group), with bounded state per feature.
+Features that share no column are fitted in parallel threads, each streaming only its
+own columns through the stored row groups:
 
-* vocabulary: value counts, merged with Arrow's hash group-by as they grow;
+* vocabulary: value counts keyed by the stable hash, kept sorted by it; each row
+  group's dictionary is counted with one bincount and hashed once, and dictionaries
+  are merged into the counts by one sort whenever they add up to the counts' size;
 * hash, cross, bucketize, quantile: a HyperLogLog sketch for the cardinality;
   quantile also keeps a fixed-size uniform sample (bottom-k of random keys) for its
   boundaries;
@@ -16,6 +19,8 @@ out-of-vocabulary rate on data they were not built from: what serving will see.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -126,15 +131,23 @@ class _Accumulator:
 
 
 class _VocabularyAccumulator(_Accumulator):
-    """Value counts keyed by the stable hash (cheap to group on). Each hash keeps the position of one
-    original value in `values`, so the strings are never grouped, only gathered."""
+    """Value counts keyed by the stable hash (cheap to sort on): `hashes` sorted, their `counts` and one
+    original value of each (`values`, aligned). Each row group's dictionary is counted with one bincount
+    and hashed once; dictionaries wait in `parts` until they hold as many entries as the state (at least
+    `_MERGE_ROWS`), then one sort merges them in: memory stays near the vocabulary's size, and the work
+    near one sort of each dictionary."""
 
-    def __init__(self, index: int, feature: Feature, value_type: pa.DataType) -> None:
+    def __init__(
+        self, index: int, feature: Feature, value_type: pa.DataType, grow: bool = False, base: pa.Table | None = None
+    ) -> None:
         super().__init__(index, feature)
         self.value_type = value_type
-        self.parts: list[pa.Table] = []  # (hash, count, vidx)
-        self.values: list[pa.Array] = []
-        self.n_values = 0
+        self.grow = grow  # the table holds maxSize ids from the first version on, so versions line up
+        self.base = base  # the previous version's vocabulary (ids 2.. in row order), kept as it is
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.values: pa.Array = pa.array([], value_type)
+        self.parts: list[tuple[np.ndarray, np.ndarray, pa.Array]] = []  # (hashes, counts, values)
         self.pending = 0
         self.current: tuple[pa.Array, np.ndarray] | None = None
 
@@ -143,13 +156,13 @@ class _VocabularyAccumulator(_Accumulator):
         if not pa.types.is_dictionary(values.type):
             values = pc.dictionary_encode(values)
         dictionary = values.dictionary
-        counts = np.bincount(_valid_indices(values.indices), minlength=len(dictionary))
+        counts = _count_indices(values.indices, len(dictionary))
         # Batches of one Parquet row group share its dictionary: count across them, flush once.
         if self.current is not None and _same_values(self.current[0], dictionary):
             self.current[1][: len(counts)] += counts
             return
         self._flush()
-        self.current = (dictionary, counts.astype(np.int64))
+        self.current = (dictionary, counts)
 
     def _flush(self) -> None:
         if self.current is None:
@@ -159,75 +172,107 @@ class _VocabularyAccumulator(_Accumulator):
         used = np.flatnonzero(counts)
         if len(used) < len(dictionary):
             dictionary = dictionary.take(pa.array(used))
+            counts = counts[used]
         hashes, nulls = hash_array(dictionary)
-        vidx = np.arange(self.n_values, self.n_values + len(used), dtype=np.int64)
-        part = pa.table({"hash": pa.array(hashes), "count": pa.array(counts[used]), "vidx": pa.array(vidx)})
         if nulls.any():
-            part = part.filter(pa.array(~nulls))
-        self.parts.append(part)
-        self.values.append(dictionary.cast(self.value_type))
-        self.n_values += len(used)
-        self.pending += part.num_rows
-        if self.pending > _MERGE_ROWS:
+            hashes, counts, dictionary = hashes[~nulls], counts[~nulls], dictionary.filter(pa.array(~nulls))
+        self.parts.append((hashes, counts, dictionary.cast(self.value_type)))
+        self.pending += len(hashes)
+        if self.pending > max(_MERGE_ROWS, len(self.hashes)):
             self._merge()
 
-    def _merge(self) -> tuple[pa.Table, pa.Array]:
+    def _merge(self) -> None:
+        """Fold the waiting dictionaries into the sorted state."""
         self._flush()
         if not self.parts:
-            merged = pa.table(
-                {"hash": pa.array([], pa.uint64()), "count": pa.array([], pa.int64()), "vidx": pa.array([], pa.int64())}
-            )
-            return merged, pa.array([], self.value_type)
-        if len(self.parts) > 1:
-            grouped = (
-                pa.concat_tables(self.parts)
-                .group_by("hash", use_threads=False)
-                .aggregate([("count", "sum"), ("vidx", "min")])
-            )
-            kept_values = pa.concat_arrays(self.values).take(grouped["vidx_min"].combine_chunks())
-            merged = pa.table(
-                {
-                    "hash": grouped["hash"].combine_chunks(),
-                    "count": grouped["count_sum"].combine_chunks(),
-                    "vidx": pa.array(np.arange(grouped.num_rows, dtype=np.int64)),
-                }
-            )
-            self.parts, self.values, self.n_values = [merged], [kept_values], grouped.num_rows
-        self.pending = self.parts[0].num_rows
-        return self.parts[0], self.values[0]
+            return
+        hashes = np.concatenate([self.hashes, *(h for h, _, _ in self.parts)])
+        counts = np.concatenate([self.counts, *(c for _, c, _ in self.parts)])
+        order = np.argsort(hashes)
+        hashes, counts = hashes[order], counts[order]
+        starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
+        if len(starts) < len(hashes):
+            # Each hash keeps the value seen first (the lowest position), whatever order the sort left.
+            first = np.minimum.reduceat(order, starts)
+            hashes, counts = hashes[starts], np.add.reduceat(counts, starts)
+        else:
+            first = order
+        values = pa.concat_arrays([self.values, *(v for _, _, v in self.parts)])
+        self.hashes, self.counts, self.values = hashes, counts, values.take(pa.array(first))
+        self.parts, self.pending = [], 0
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Any], pa.Table | None]:
         t = self.feature.transform
-        table, values = self._merge()
-        hashes, counts = table["hash"].to_numpy(), table["count"].to_numpy()
-        vidx = table["vidx"].to_numpy()
+        self._merge()
+        hashes, counts, values = self.hashes, self.counts, self.values
         total = int(counts.sum())
-        frequent = np.flatnonzero(counts >= t.min_count)
-        # Most frequent first; ties broken by the hash, so the order never depends on batch order.
-        order = frequent[np.lexsort((hashes[frequent], -counts[frequent]))][: t.max_size]
-        kept_count = int(counts[order].sum())
+        eligible = counts >= t.min_count
+        parts: list[pa.Table] = []
+        kept_count = 0
+        if self.base is not None:
+            base, kept_count = self._keep_base(hashes, counts, eligible)
+            parts.append(base)
+        room = max(t.max_size - sum(p.num_rows for p in parts), 0)
+        frequent = np.flatnonzero(eligible)  # in hash order
+        # Most frequent first; ties broken by the hash (a stable sort keeps hash order among equal
+        # counts), so the order never depends on batch order.
+        order = frequent[_by_count(counts[frequent])][:room]
+        kept_count += int(counts[order].sum())
+        new = {"value": values.take(pa.array(order)), "count": counts[order], "hash": hashes[order]}
+        parts.append(pa.table(new))
+        vocab = pa.concat_tables(parts).combine_chunks() if len(parts) > 1 else parts[0]
         stats = self.base_stats()
         stats["cardinality"] = len(hashes)
         stats["oovRate"] = round(1.0 - kept_count / total, 6) if total else 0.0
         params = {
-            "numEmbeddings": len(order) + FIRST_VOCAB_ID,
+            "numEmbeddings": (t.max_size if self.grow else vocab.num_rows) + FIRST_VOCAB_ID,
             "vocabulary": f"{VOCAB_DIR}/{self.feature.name}.parquet",
-            "vocabularySize": len(order),
+            "vocabularySize": vocab.num_rows,
         }
-        vocab = pa.table({"value": values.take(pa.array(vidx[order])), "count": counts[order], "hash": hashes[order]})
         return params, stats, vocab
 
+    def _keep_base(self, hashes: np.ndarray, counts: np.ndarray, eligible: np.ndarray) -> tuple[pa.Table, int]:
+        """The previous version's vocabulary, in its order (so its ids stay), with this version's counts added;
+        its values leave `eligible`, so only new values are appended. Also returns how often they occur here."""
+        assert self.base is not None
+        values = _as_array(self.base["value"]).cast(self.value_type)
+        base_hashes, _ = hash_array(values)
+        seen = np.zeros(len(base_hashes), dtype=np.int64)
+        if len(hashes) and len(base_hashes):  # `hashes` is sorted
+            pos = np.minimum(np.searchsorted(hashes, base_hashes), len(hashes) - 1)
+            found = hashes[pos] == base_hashes
+            rows = pos[found]
+            seen[found] = counts[rows]
+            eligible[rows] = False
+        before = _as_array(self.base["count"]).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return pa.table({"value": values, "count": before + seen, "hash": base_hashes}), int(seen.sum())
 
-def _valid_indices(indices: pa.Array) -> np.ndarray:
-    """The non-null entries of a dictionary's index array, as numpy (no copy when there are no nulls)."""
-    if indices.null_count:
-        indices = pc.drop_null(indices)
-    return np.frombuffer(
+
+def _by_count(counts: np.ndarray) -> np.ndarray:
+    """The stable order of `counts`, largest first. Counts below 2**16 sort by radix (numpy's stable
+    sort of 16-bit keys), the few larger ones after that by a comparison sort."""
+    capped = np.minimum(counts, 0xFFFF)
+    order = np.argsort((0xFFFF - capped).astype(np.uint16), kind="stable")
+    big = int((capped == 0xFFFF).sum())  # they come first
+    if big:
+        order[:big] = order[:big][np.argsort(-counts[order[:big]], kind="stable")]
+    return order
+
+
+def _count_indices(indices: pa.Array, size: int) -> np.ndarray:
+    """How often each of `size` dictionary entries occurs in `indices` (nulls not counted), int64 [size]."""
+    idx = np.frombuffer(
         indices.buffers()[1],
         dtype=_index_dtype(indices.type),
         count=len(indices),
         offset=indices.offset * indices.type.byte_width,
     )
+    if indices.null_count:
+        # Null slots hold arbitrary indices: send them to one extra bin, then drop it.
+        bits = np.frombuffer(indices.buffers()[0], dtype=np.uint8)
+        valid = np.unpackbits(bits, count=indices.offset + len(indices), bitorder="little")[indices.offset :]
+        idx = np.where(valid.view(bool), idx, np.intp(size))
+    return np.bincount(idx, minlength=size + 1)[:size].astype(np.int64, copy=False)
 
 
 class _SketchAccumulator(_Accumulator):
@@ -350,7 +395,9 @@ def validate_columns(spec: FeatureSetSpec, schema: pa.Schema, samples: Manifest)
     return kinds
 
 
-def _accumulator(i: int, f: Feature, schema: pa.Schema) -> _Accumulator:
+def _accumulator(
+    i: int, f: Feature, schema: pa.Schema, grow: bool = False, base: pa.Table | None = None
+) -> _Accumulator:
     if f.type == "dense":
         return _DenseAccumulator(i, f)
     if f.transform.type == "vocabulary":
@@ -362,29 +409,36 @@ def _accumulator(i: int, f: Feature, schema: pa.Schema) -> _Accumulator:
             value_type = pa.string()
         elif pa.types.is_integer(value_type):
             value_type = pa.int64()
-        return _VocabularyAccumulator(i, f, value_type)
+        return _VocabularyAccumulator(i, f, value_type, grow, base)
     return _SketchAccumulator(i, f)
 
 
 def fit_processor(
-    spec: FeatureSetSpec, store: Store, samples: Manifest, batch_rows: int = FIT_BATCH_ROWS
+    spec: FeatureSetSpec,
+    store: Store,
+    samples: Manifest,
+    batch_rows: int = FIT_BATCH_ROWS,
+    *,
+    grow: bool = False,
+    previous: FeatureProcessor | None = None,
 ) -> tuple[FeatureProcessor, list[dict[str, Any]]]:
-    """Fit every feature over the SampleSet's training split; returns the processor and its statistics."""
+    """Fit every feature over the SampleSet's training split; returns the processor and its statistics.
+
+    `grow`: vocabularies grow across versions (a followed SampleSet, whose versions hold only the newest
+    events): each table holds `maxSize` ids from the first version on, and a vocabulary with the same
+    settings in `previous` (the FeatureSet's previous version) keeps every value at its id; new values are
+    appended, most frequent first, until `maxSize`; the rest map to OOV.
+    """
     schema = _sample_schema(store, samples)
     kinds = validate_columns(spec, schema, samples)
-    accumulators = [_accumulator(i, f, schema) for i, f in enumerate(spec.features)]
+    accumulators = [
+        _accumulator(i, f, schema, grow, _base_vocabulary(previous, f, kinds) if grow else None)
+        for i, f in enumerate(spec.features)
+    ]
     columns = list(kinds)
-    with RowProgress("computing feature statistics", split_rows(samples, "train")) as progress:
-        batches = iter_record_batches(
-            store, samples, "train", batch_rows, columns=columns, dictionary_strings=True, exact=False
-        )
-        for batch in batches:
-            for acc in accumulators:
-                acc.update(batch)
-            progress.advance(batch.num_rows)
+    results = _scan(store, samples, accumulators, batch_rows)
     entries, vocabularies, stats = [], {}, []
-    for acc in accumulators:
-        params, feature_stats, vocab = acc.finish()
+    for acc, (params, feature_stats, vocab) in zip(accumulators, results, strict=True):
         if vocab is not None:
             vocabularies[acc.feature.name] = vocab
         entries.append({"feature": acc.feature.to_wire(), "params": params, "stats": feature_stats})
@@ -402,6 +456,93 @@ def fit_processor(
     processor = FeatureProcessor(config, vocabularies)
     _validation_oov(processor, store, samples, batch_rows)
     return processor, processor.stats
+
+
+def _column_groups(accumulators: list[_Accumulator]) -> list[tuple[list[str], list[_Accumulator]]]:
+    """Accumulators that share a column form one group, so each column is read once."""
+    groups: list[tuple[list[str], list[_Accumulator]]] = []
+    for acc in accumulators:
+        mine = [g for g in groups if set(g[0]) & set(acc.feature.columns)]
+        merged_columns = list(dict.fromkeys(c for g in mine for c in g[0]))
+        merged_columns += [c for c in acc.feature.columns if c not in merged_columns]
+        merged = [a for g in mine for a in g[1]] + [acc]
+        groups = [g for g in groups if all(g is not m for m in mine)] + [(merged_columns, merged)]
+    # Vocabularies cost most: start them first, so no core waits on one at the end.
+    return sorted(groups, key=lambda g: not any(isinstance(a, _VocabularyAccumulator) for a in g[1]))
+
+
+def _scan(
+    store: Store, samples: Manifest, accumulators: list[_Accumulator], batch_rows: int
+) -> list[tuple[dict[str, Any], dict[str, Any], pa.Table | None]]:
+    """Run every accumulator over the training split; returns their results in order.
+
+    Each group of accumulators streams only its own columns through the stored row groups, and
+    groups run in parallel threads (Parquet decoding, Arrow kernels and most numpy work release the
+    GIL). Memory holds one column chunk per thread, not a whole row group of every column.
+    """
+    groups = _column_groups(accumulators)
+    results: dict[int, tuple[dict[str, Any], dict[str, Any], pa.Table | None]] = {}
+    lock = threading.Lock()
+    with RowProgress("computing feature statistics", split_rows(samples, "train")) as progress:
+        done = [0.0]
+
+        def run(group: tuple[list[str], list[_Accumulator]]) -> None:
+            columns, accs = group
+            batches = iter_record_batches(
+                store,
+                samples,
+                "train",
+                batch_rows,
+                columns=columns,
+                dictionary_strings=True,
+                exact=False,
+                use_threads=False,
+                prefetch=False,
+            )
+            for batch in batches:
+                for acc in accs:
+                    acc.update(batch)
+                with lock:  # progress in rows: each group's pass is its share of one pass
+                    before = int(done[0])
+                    done[0] += batch.num_rows / len(groups)
+                    progress.advance(int(done[0]) - before)
+            for acc in accs:  # finish now: only the results stay in memory, not the partial state
+                results[acc.index] = acc.finish()
+
+        threads = min(_fit_threads(), len(groups))
+        if threads <= 1:
+            for group in groups:
+                run(group)
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="recplane-fit") as pool:
+                futures = [pool.submit(run, g) for g in groups]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # a bad column stops the scan, not just its group
+                    raise
+    return [results[acc.index] for acc in accumulators]
+
+
+def _fit_threads() -> int:
+    """Threads for the scan: Arrow's `cpu_count()` (it honours OMP_NUM_THREADS), at most 8, since each
+    thread holds one feature's partial counts."""
+    return max(1, min(pa.cpu_count(), 8))
+
+
+def _base_vocabulary(previous: FeatureProcessor | None, feature: Feature, kinds: dict[str, str]) -> pa.Table | None:
+    """The previous version's vocabulary of `feature`, when it was a vocabulary of the same feature type over
+    the same columns (of the same kinds) and fits in `maxSize`; anything else starts afresh. A changed
+    `minCount` applies to the values appended from now on."""
+    if previous is None or feature.transform.type != "vocabulary" or feature.name not in previous.vocabularies:
+        return None
+    before = next(f for f in previous.features if f.name == feature.name)
+    same = before.transform.type == "vocabulary" and (before.type, before.columns) == (feature.type, feature.columns)
+    if not same or any(previous.column_kinds.get(c) != kinds[c] for c in feature.columns):
+        return None
+    vocab = previous.vocabularies[feature.name]
+    return vocab if vocab.num_rows <= feature.transform.max_size else None
 
 
 def _validation_oov(processor: FeatureProcessor, store: Store, samples: Manifest, batch_rows: int) -> None:

@@ -34,25 +34,33 @@ _STRING_CHUNK_BYTES = 1 << 24
 
 def fmix64(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's finaliser over a uint64 array (returns a new array)."""
-    h = h ^ (h >> _S33)
+    return _fmix64_inplace(h.copy())
+
+
+def _fmix64_inplace(h: np.ndarray) -> np.ndarray:
+    """fmix64 computed in `h` itself, with one scratch array (fewer, smaller allocations)."""
+    t = h >> _S33
+    h ^= t
     h *= _K1
-    h ^= h >> _S33
+    np.right_shift(h, _S33, out=t)
+    h ^= t
     h *= _K2
-    h ^= h >> _S33
+    np.right_shift(h, _S33, out=t)
+    h ^= t
     return h
 
 
 def hash_int64(values: np.ndarray) -> np.ndarray:
     """uint64 hashes of an int64 array."""
     with np.errstate(over="ignore"):
-        return fmix64(values.astype(np.int64, copy=False).view(np.uint64) + _GOLDEN)
+        return _fmix64_inplace(values.astype(np.int64, copy=False).view(np.uint64) + _GOLDEN)
 
 
 def hash_float64(values: np.ndarray) -> np.ndarray:
     v = values.astype(np.float64, copy=True)
     v[v == 0.0] = 0.0  # fold -0.0 into 0.0
     with np.errstate(over="ignore"):
-        return fmix64(v.view(np.uint64) ^ _FLOAT_TAG)
+        return _fmix64_inplace(v.view(np.uint64) ^ _FLOAT_TAG)
 
 
 def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -74,31 +82,40 @@ def _hash_strings(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
         return h
     max_len = int(lengths.max())
     if max_len == 0:
-        return fmix64(h)
+        return _fmix64_inplace(h)
     if max_len <= 8 and int(lengths.min()) == max_len:
         # Fixed-width ids (hex digests, zero-padded numbers): one word per value, read in place.
-        word = np.zeros((n, 8), dtype=np.uint8)
-        word[:, :max_len] = data[starts[0] : starts[0] + n * max_len].reshape(n, max_len)
-        return fmix64(fmix64(h ^ (word.view("<u8")[:, 0] + _GOLDEN)))
-    # Eight shifted views let one fancy index read an unaligned little-endian word anywhere.
-    padded = np.zeros(len(data) + 16, dtype=np.uint8)
+        chars = data[starts[0] : starts[0] + n * max_len]
+        if max_len == 8:
+            word = chars.view("<u8")
+        else:
+            words = np.zeros((n, 8), dtype=np.uint8)
+            words[:, :max_len] = chars.reshape(n, max_len)
+            word = words.view("<u8")[:, 0]
+        h ^= word + _GOLDEN
+        return _fmix64_inplace(_fmix64_inplace(h))
+    # An unaligned little-endian word at byte p is two aligned words spliced: the low one shifted right
+    # by 8*(p % 8) bits, the next one shifted left by the rest (numpy makes a 64-bit shift 0).
+    padded = np.zeros((len(data) + 23) // 8 * 8, dtype=np.uint8)
     padded[: len(data)] = data
-    words_per_shift = (len(padded) - 8) // 8
-    shifted = np.stack([padded[s : s + 8 * words_per_shift].view("<u8") for s in range(8)])
+    aligned = padded.view("<u8")
     for k in range(0, max_len, 8):
         pos = starts + k
         remaining = lengths - k
         active = remaining > 0
         if not active.all():
             pos = np.where(active, pos, 0)
-        word = shifted[pos % 8, pos // 8]
+        q = pos >> 3
+        bits = (pos & 7).astype(np.uint64) << np.uint64(3)
+        word = aligned[q] >> bits
+        word |= aligned[q + 1] << (np.uint64(64) - bits)
         keep = np.clip(remaining, 0, 8).astype(np.uint64)
         mask = np.where(
             keep >= 8, np.uint64(0xFFFFFFFFFFFFFFFF), (np.uint64(1) << (keep * np.uint64(8))) - np.uint64(1)
         )
         word &= mask
-        h = np.where(active, fmix64(h ^ (word + _GOLDEN)), h)
-    return fmix64(h)
+        h = np.where(active, _fmix64_inplace(h ^ (word + _GOLDEN)), h)
+    return _fmix64_inplace(h)
 
 
 def hash_array(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +173,7 @@ def combine(hashes: list[np.ndarray]) -> np.ndarray:
     h = hashes[0].copy()
     with np.errstate(over="ignore"):
         for other in hashes[1:]:
-            h = fmix64(h * _K1 + other + _GOLDEN)
+            h = _fmix64_inplace(h * _K1 + other + _GOLDEN)
     return h
 
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,9 @@ from .progress import RowProgress, log
 from .samples import SAMPLESET_KIND, resolve_sampleset, write_shard
 from .sources import open_source, read_events
 
+if TYPE_CHECKING:
+    from .features import FeatureProcessor
+
 FEATURESET_KIND = "featureset"
 # Spec fields that change how a step runs, not what it produces.
 _NOT_CONTENT = ("resources", "deletionPolicy")
@@ -44,7 +47,10 @@ FEATURESET_FORMAT = 1
 
 def _content_spec(spec: SampleSetSpec | FeatureSetSpec) -> dict[str, Any]:
     wire = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return {k: v for k, v in wire.items() if k not in _NOT_CONTENT}
+    out = {k: v for k, v in wire.items() if k not in _NOT_CONTENT}
+    if "source" in out:  # how often a followed source is looked at does not change what a version holds
+        out["source"] = {k: v for k, v in out["source"].items() if k != "followInterval"}
+    return out
 
 
 # ---- SampleSet ---------------------------------------------------------------------------
@@ -206,13 +212,24 @@ def materialize_featureset(spec: FeatureSetSpec, store: Store, namespace: str, n
     if refused:
         raise DataError("spec.features", "; ".join(refused))
     samples = resolve_sampleset(store, namespace, spec.sample_set_ref)
-    version = content_version("FeatureSet", FEATURESET_FORMAT, _content_spec(spec), samples.version)
+    grow = _follows(samples)
+    previous = None
+    if grow:
+        # Vocabularies grow from the current version. Run again over the same samples, that version is
+        # the answer (it grew from its own predecessor), not the base of yet another one.
+        previous = store.latest(namespace, FEATURESET_KIND, name)
+        if previous is not None and previous.version == _featureset_version(
+            spec, samples, True, previous.inputs.get("grownFrom")
+        ):
+            log(f"featureset {namespace}/{name}: version {previous.version} already stored")
+            return previous
+    version = _featureset_version(spec, samples, grow, previous.version if previous else None)
     existing = store.manifest(namespace, FEATURESET_KIND, name, version)
     if existing is not None:
         store.set_latest(namespace, FEATURESET_KIND, name, version)
         log(f"featureset {namespace}/{name}: version {version} already stored")
         return existing
-    processor, stats = fit_processor(spec, store, samples)
+    processor, stats = fit_processor(spec, store, samples, grow=grow, previous=_processor(store, previous))
     with tempfile.TemporaryDirectory(prefix="recplane-featureset-") as tmp:
         staging = Path(tmp)
         processor.save(staging)
@@ -230,11 +247,42 @@ def materialize_featureset(spec: FeatureSetSpec, store: Store, namespace: str, n
             name=name,
             version=version,
             spec=spec.to_wire(),
-            inputs={"sampleSet": {"name": samples.name, "version": samples.version}},
+            inputs={
+                "sampleSet": {"name": samples.name, "version": samples.version},
+                **({"grownFrom": previous.version if previous else None} if grow else {}),
+            },
             row_counts={"train": samples.row_counts.get("train", 0)},
             status=status,
         )
         return store.publish(staging, manifest)
+
+
+def _follows(samples: Manifest) -> bool:
+    """A SampleSet that follows its source: each version holds only the events that arrived since the last."""
+    return bool(((samples.spec or {}).get("source") or {}).get("follow"))
+
+
+def _featureset_version(spec: FeatureSetSpec, samples: Manifest, grow: bool, grown_from: str | None) -> str:
+    parts: list[Any] = [_content_spec(spec), samples.version]
+    if grow:  # the vocabularies depend on the version they grew from
+        parts.append({"grownFrom": grown_from})
+    return content_version("FeatureSet", FEATURESET_FORMAT, *parts)
+
+
+def _processor(store: Store, manifest: Manifest | None) -> FeatureProcessor | None:
+    """The FeatureProcessor of a stored version, or None (logged) when this recplane cannot read it."""
+    from .features import FeatureProcessor
+
+    if manifest is None:
+        return None
+    try:
+        return FeatureProcessor.from_store(store, manifest)
+    except (ValueError, KeyError, OSError, StoreError) as e:
+        log(
+            f"featureset {manifest.namespace}/{manifest.name}: version {manifest.version} unreadable ({e}); "
+            "vocabularies start afresh"
+        )
+        return None
 
 
 def featureset_step(path: Path) -> Manifest:

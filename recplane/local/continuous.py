@@ -28,6 +28,12 @@ def continuous_trainjobs(resources: list[Resource]) -> list[Resource]:
     return [r for r in resources if isinstance(r.spec, TrainJobSpec) and r.spec.continuous is not None]
 
 
+def processes(res: Resource) -> int:
+    """Training processes of a TrainJob on one machine: all its workers' processes."""
+    assert isinstance(res.spec, TrainJobSpec)
+    return res.spec.distributed.workers * res.spec.distributed.procs_per_worker
+
+
 def interval_seconds(resources: list[Resource]) -> float:
     """The shortest `continuous.interval` of the continuous TrainJobs (seconds)."""
     from recplane.cli.options import parse_duration
@@ -61,10 +67,51 @@ class ContinuousLoop:
                 materialize_featureset(res.spec, self.store, res.namespace, res.name)
         results: list[RoundResult] = []
         for res in continuous_trainjobs(self.resources):
-            result = continuous_round(res, self.store, log=self.on_event)
+            if processes(res) > 1:
+                result = self._round_under_torchrun(res)
+            else:
+                result = continuous_round(res, self.store, log=self.on_event)
             if result is not None:
                 results.append(result)
         return results
+
+    def _round_under_torchrun(self, res: Resource) -> RoundResult | None:
+        """A round on several local processes: what a cluster's worker group runs for new data
+        (`recplane step train` on a continuous TrainJob), launched by torchrun."""
+        import tempfile
+        from pathlib import Path
+
+        import yaml
+
+        from recplane.trainer import promotion
+        from recplane.trainer.continuous import RoundResult, pending_samples
+        from recplane.trainer.errors import TrainError
+        from recplane.trainer.launch import run_torchrun
+
+        assert isinstance(res.spec, TrainJobSpec)
+        judged = {v.sample_set_version for v in promotion.history(self.store, res.namespace, res.name)}
+        if pending_samples(self.store, res.namespace, res.spec, {v for v in judged if v}) is None:
+            return None
+        self.on_event(f"trainjob {res.namespace}/{res.name}: new data; training on {processes(res)} processes")
+        with tempfile.TemporaryDirectory(prefix="recplane-round-") as tmp:
+            spec = Path(tmp) / "trainjob.yaml"
+            spec.write_text(yaml.safe_dump(res.to_wire(), sort_keys=False))
+            log = Path(tmp) / "train.log"
+            try:
+                manifest = run_torchrun(spec, processes(res), {"RECPLANE_STORE": self.store.uri}, log_path=log)
+            except TrainError as e:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+                raise TrainError("torchrun", f"{e}\n{tail}") from None
+        verdict = next(
+            (v for v in promotion.history(self.store, res.namespace, res.name) if v.version == manifest.version), None
+        )
+        if verdict is None:
+            raise TrainError("torchrun", f"model version {manifest.version} was stored without a promotion verdict")
+        self.on_event(
+            f"trainjob {res.namespace}/{res.name}: version {manifest.version} "
+            f"{'promoted' if verdict.promoted else 'rejected'}: {verdict.reason}"
+        )
+        return RoundResult(manifest, verdict)
 
     def run(self, stop: threading.Event, max_rounds: int | None = None) -> int:
         """Run rounds every interval until `stop` is set or `max_rounds` ran; returns the rounds run."""

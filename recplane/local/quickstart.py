@@ -26,12 +26,18 @@ ITEM_COLUMNS = ("item_id", "author_id", "topic", "item_age_hours", "author_follo
 
 def quickstart_resources(namespace: str = "default", events: int = 300_000, model: str = "deepfm") -> list[Resource]:
     """SampleSet -> FeatureSet -> TrainJob -> ModelDeployment over the built-in feed generator."""
+    # Most of the click signal is each user's taste over topics (a latent vector the features expose
+    # only through the user's id and a few recent topics), so the population is small enough for the
+    # model to learn every user's taste from their events: about 1,000 impressions per user. With a
+    # catalog this small a post is shown to the same user again and again, so dedupe stays off (it
+    # would drop most of the events).
     sampleset = SampleSetSpec.model_validate(
         {
             "source": {
                 "format": "synthetic",
-                "synthetic": {"shape": "feed", "events": events, "users": 4000, "items": 8000, "authors": 800},
+                "synthetic": {"shape": "feed", "events": events, "users": 200, "items": 300, "authors": 50},
             },
+            "dedupe": {"enabled": False},
             "label": {"clickColumn": "clicked", "dwellColumn": "dwell_s", "minDwellSeconds": 3},
             "negativeSampling": {"rate": 0.5},
             "split": {"validationFraction": 0.15},
@@ -42,7 +48,7 @@ def quickstart_resources(namespace: str = "default", events: int = 300_000, mode
         {
             "featureSetRef": {"name": "feed-features"},
             "model": {"type": model, "embeddingDim": 16, "denseLayers": [128, 64]},
-            "optimization": {"batchSize": 1024, "epochs": 2, "learningRate": 0.002, "gradientClipNorm": 10.0},
+            "optimization": {"batchSize": 1024, "epochs": 5, "learningRate": 0.002, "gradientClipNorm": 10.0},
             "distributed": {"workers": 1, "procsPerWorker": 2, "sharding": "table_wise"},
             "checkpoint": {"everySteps": 200},
         }

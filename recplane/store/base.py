@@ -18,6 +18,10 @@ from pathlib import Path
 from .manifest import MANIFEST_FILE, Manifest, file_entries, sha256_file
 
 LATEST_FILE = "latest.json"
+# Continuous training's verdicts, next to a TrainJob's versions (written by the trainer, read by
+# the operator and serving): the promoted version's pointer, and every verdict oldest first.
+PROMOTED_FILE = "promoted.json"
+PROMOTIONS_FILE = "promotions.json"
 # Version directories without a manifest older than this are abandoned uploads.
 STALE_UPLOAD_AGE = timedelta(hours=1)
 

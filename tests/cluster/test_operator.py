@@ -136,6 +136,13 @@ def events_for(env: OperatorEnvironment, ns: str, name: str) -> list[str]:
     return [e["reason"] for e in sorted(items, key=lambda e: e.get("firstTimestamp") or e.get("eventTime") or "")]
 
 
+def event_messages(env: OperatorEnvironment, ns: str, name: str, reason: str) -> list[str]:
+    items = env.kubectl.json(
+        "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name},reason={reason}"
+    )["items"]
+    return [e["message"] for e in items]
+
+
 @contextlib.contextmanager
 def nodes_cordoned(env: OperatorEnvironment) -> Iterator[None]:
     """New pods stay Pending: the test decides how they end (kwok would let them succeed at once)."""
@@ -231,7 +238,8 @@ def test_a_sampleset_runs_its_step_job_and_reports_the_stored_version(env, store
     assert "kind: SampleSet" in configmap["data"]["spec.yaml"]
     # The namespace enforces "restricted": the pod exists, so the API server admitted it.
     assert children(env, "pods", ns, f"batch.kubernetes.io/job-name={job['metadata']['name']}")
-    assert {"JobCreated", "Succeeded"} <= set(events_for(env, ns, "events"))
+    # Events are posted right after the status they announce.
+    wait_for("the Events", lambda: {"JobCreated", "Succeeded"} <= set(events_for(env, ns, "events")), 30)
     assert env.kubectl("get", "ss", "-n", ns).stdout.split("\n")[1].split()[1:4] == ["Ready", "True", "v1"]
 
 
@@ -248,7 +256,11 @@ def test_a_failed_step_reports_the_termination_message(env, operator, ns) -> Non
     failed = cond(ss, "Failed")
     assert failed["status"] == "True"
     assert "exited with code 1" in failed["message"] and "bucket 'nowhere' does not exist" in failed["message"]
-    assert "Warning" in env.kubectl("get", "events", "-n", ns, "--field-selector", "reason=StepFailed").stdout
+    wait_for(
+        "a Warning Event",
+        lambda: "Warning" in env.kubectl("get", "events", "-n", ns, "--field-selector", "reason=StepFailed").stdout,
+        30,
+    )
 
 
 def test_a_featureset_waits_for_its_sampleset_and_follows_its_new_versions(env, store, operator, ns) -> None:
@@ -278,6 +290,78 @@ def test_a_featureset_waits_for_its_sampleset_and_follows_its_new_versions(env, 
     second = next(j for j in jobs if j["metadata"]["name"] != first["metadata"]["name"])
     assert "version: v2" in get(env, "configmap", ns, second["metadata"]["name"])["data"]["spec.yaml"]
     assert wait_reason(env, "fs", ns, "features", "Succeeded")["status"]["version"] == "f2"
+
+
+def test_a_followed_sampleset_looks_for_new_files_every_interval_and_new_versions_flow_downstream(
+    env, store, operator, ns
+) -> None:
+    publish(store, ns, "sampleset", "events", "v1", {"trainRows": 900})
+    publish(store, ns, "featureset", "features", "f1", {})
+    source = {"format": "parquet", "uri": "s3://feed-logs/impressions/", "follow": True, "followInterval": "2s"}
+    resources = [obj("SampleSet", "events", {"source": source}), obj("FeatureSet", "features", FS_SPEC)]
+    env.kubectl.apply(resources, "-n", ns)
+    ss = wait_reason(env, "ss", ns, "events", "Following", timeout=120)
+    assert (ss["status"]["phase"], ss["status"]["version"], ss["status"]["versions"]) == ("Ready", "v1", ["v1"])
+    assert "every 2s" in cond(ss, "Ready")["message"]
+    wait_for(
+        "the FeatureSet over v1",
+        lambda: get(env, "fs", ns, "features")["status"].get("sampleSetVersion") == "v1",
+        120,
+    )
+
+    def rounds() -> dict[int, dict[str, Any]]:
+        jobs = children(env, "jobs", ns, "recplane.io/sampleset=events")
+        return {int(j["metadata"]["labels"]["recplane.io/round"]): j for j in jobs}
+
+    # Once a round's Job has finished, the next one starts by itself, followInterval later.
+    wait_for("a second round", lambda: max(rounds(), default=-1) >= 1, 120)
+
+    def unscheduled(job: dict[str, Any]) -> bool:
+        pods = children(env, "pods", ns, f"batch.kubernetes.io/job-name={job['metadata']['name']}")
+        return any(p["status"].get("phase") == "Pending" and not p["spec"].get("nodeName") for p in pods)
+
+    with nodes_cordoned(env):
+        # A round whose pod cannot start yet: its step finds new files and stores v2 (as the step would).
+        waiting_round = wait_for(
+            "a round with a pod not yet scheduled",
+            lambda: next((j for _, j in sorted(rounds().items(), reverse=True) if unscheduled(j)), None),
+            120,
+        )
+        publish(store, ns, "sampleset", "events", "v2", {"trainRows": 120})
+        publish(store, ns, "featureset", "features", "f2", {})
+    # Uncordoned: kwok completes the round; its version shows in the status and flows downstream.
+
+    def stored_v2() -> dict[str, Any] | None:
+        st = get(env, "ss", ns, "events")["status"]
+        return st if st.get("version") == "v2" else None
+
+    st = wait_for("v2 in the SampleSet's status", stored_v2, 120)
+    assert (st["versions"], st["trainRows"], st["phase"]) == (["v1", "v2"], 120, "Ready")
+    assert int(waiting_round["metadata"]["labels"]["recplane.io/round"]) >= 1
+
+    def features_over_v2() -> dict[str, Any] | None:
+        fs = get(env, "fs", ns, "features")
+        return fs if fs["status"].get("version") == "f2" else None
+
+    fs = wait_for("the FeatureSet over v2", features_over_v2, 120)
+    assert fs["status"]["sampleSetVersion"] == "v2"
+    fs_jobs = children(env, "jobs", ns, "recplane.io/featureset=features")
+    assert len(fs_jobs) == 2
+    specs = [get(env, "configmap", ns, j["metadata"]["name"])["data"]["spec.yaml"] for j in fs_jobs]
+    assert sorted("version: v2" in s for s in specs) == [False, True]
+    wait_for("the new version announced", lambda: "VersionStored" in events_for(env, ns, "events"), 60)
+
+    # Rounds that find nothing new change nothing: no status write, no Event, no FeatureSet Job.
+    ss = get(env, "ss", ns, "events")
+    events = sorted(events_for(env, ns, "events"))
+    seen = max(rounds())
+    wait_for("two more rounds", lambda: max(rounds()) >= seen + 2, 120)
+    again = get(env, "ss", ns, "events")
+    assert again["status"] == ss["status"]
+    assert sorted(events_for(env, ns, "events")) == events
+    assert len(children(env, "jobs", ns, "recplane.io/featureset=features")) == 2
+    # Only a few finished rounds are kept: the one running, the last finished, and two more.
+    assert len(rounds()) <= 4
 
 
 def test_a_trainjob_starts_its_workers_together_and_restarts_the_group_with_backoff(env, store, operator, ns) -> None:
@@ -311,9 +395,10 @@ def test_a_trainjob_starts_its_workers_together_and_restarts_the_group_with_back
         assert indexes == ["0", "1"]
 
         fail_pod(env, ns, pods[1], "RuntimeError: NCCL timeout on rank 1")
-        tj = wait_for("a group restart", lambda: get(env, "tj", ns, "ranker")["status"].get("restarts") == 1, 30)
-        tj = get(env, "tj", ns, "ranker")
-        assert "RestartBackoff" in events_for(env, ns, "ranker") or cond(tj, "Ready")["reason"] == "Restarting"
+        wait_for("a group restart", lambda: get(env, "tj", ns, "ranker")["status"].get("restarts") == 1, 30)
+        wait_for(
+            "the restart announced", lambda: {"RestartBackoff", "Restarting"} & set(events_for(env, ns, "ranker")), 30
+        )
         retry = children(env, "jobs", ns, "recplane.io/trainjob=ranker,recplane.io/attempt=1")
         assert len(retry) == 1
         (first_again,) = children(env, "jobs", ns, "recplane.io/trainjob=ranker,recplane.io/attempt=0")
@@ -344,14 +429,18 @@ def test_a_modeldeployment_rolls_out_new_versions_canaries_and_rolls_back(env, s
     spec = {
         "model": {"trainJobRef": {"name": "ranker"}, "follow": "latest"},
         "autoscaling": {"minReplicas": 2, "maxReplicas": 5},
+        "events": {"enabled": True},
     }
     env.kubectl.apply(obj("ModelDeployment", "ranker", spec), "-n", ns)
     md = wait_reason(env, "md", ns, "ranker", "Serving")
     assert (md["status"]["currentVersion"], md["status"]["readyReplicas"]) == ("m1", 2)
     assert md["status"]["endpoint"] == f"http://ranker.{ns}.svc:3000"
+    # Where a SampleSet finds the impressions and feedback the pods write.
+    assert md["status"]["eventsUri"] == f"s3://recplane-operator/{ns}/events/ranker/"
     dep = get(env, "deployment", ns, "ranker")
-    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:3] == ["serve", "--model", md["status"]["currentUri"]]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:3] == ["serve", "--model", md["status"]["currentUri"]]
+    assert {"name": "RECPLANE_EVENTS_URI", "value": f"{ns}/events/ranker"} in container["env"]
     hpa = get(env, "hpa", ns, "ranker")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert get(env, "service", ns, "ranker")["spec"]["ports"][0]["port"] == 3000
@@ -402,6 +491,119 @@ def test_a_modeldeployment_rolls_out_new_versions_canaries_and_rolls_back(env, s
         get(env, "deployment", ns, "ranker")["spec"]["template"]["metadata"]["labels"]["recplane.io/model-version"]
         == "m1"
     )
+
+
+def test_a_continuous_trainjob_announces_each_version_and_promoted_ones_roll_out_canary_first(
+    env, store, operator, ns
+) -> None:
+    publish(store, ns, "sampleset", "events", "ss1", {"trainRows": 900})
+    publish(store, ns, "featureset", "features", "fs1", {})
+    publish(store, ns, "trainjob", "ranker", "m1", {"metrics": {"auc": 0.74}})
+    tj_spec = {**TJ_SPEC, "continuous": {"interval": "1m"}, "promoteIf": {"maxAucDrop": 0.01}}
+    env.kubectl.apply(
+        [
+            obj("SampleSet", "events", SS_SPEC),
+            obj("FeatureSet", "features", FS_SPEC),
+            obj("TrainJob", "ranker", tj_spec),
+        ],
+        "-n",
+        ns,
+    )
+    wait_reason(env, "tj", ns, "ranker", "Succeeded", timeout=120)
+    # Follows the promoted versions (the default); each new one is a canary at 25% for 15s first.
+    md_spec = {"model": {"trainJobRef": {"name": "ranker"}}, "canary": {"weight": 25, "analysis": "15s"}}
+    env.kubectl.apply(obj("ModelDeployment", "ranker", md_spec), "-n", ns)
+    md = wait_reason(env, "md", ns, "ranker", "Serving", timeout=120)
+    assert md["status"]["currentVersion"] == "m1" and "canaryVersion" not in md["status"]
+
+    def train(version: str, auc: float) -> None:
+        """Rank 0 stores a version; kwok has completed the workers' Job, so an edit stands in for the
+        poll that would find it while they run."""
+        publish(store, ns, "trainjob", "ranker", version, {"metrics": {"auc": auc}})
+        env.kubectl("annotate", "--overwrite", "tj", "ranker", "-n", ns, f"example.com/round={version}")
+        wait_for(
+            f"{version} in the TrainJob's status",
+            lambda: version in [v["version"] for v in get(env, "tj", ns, "ranker")["status"].get("versions", [])],
+            120,
+        )
+
+    def history() -> list[dict[str, Any]]:
+        return get(env, "md", ns, "ranker")["status"].get("history") or []  # type: ignore[no-any-return]
+
+    # m2's AUC is more than promoteIf.maxAucDrop below m1's: rejected, recorded, not served.
+    train("m2", 0.71)
+    wait_for("m2 recorded as rejected", lambda: "m2" in [h["version"] for h in history()], 120)
+    md = get(env, "md", ns, "ranker")
+    assert md["status"]["currentVersion"] == "m1" and "canaryVersion" not in md["status"]
+    assert not children(env, "deployments", ns, "recplane.io/track=canary")
+
+    # m3 is promoted: first the canary next to m1, then, after its analysis, the stable version.
+    train("m3", 0.76)
+
+    def canary_m3() -> dict[str, Any] | None:
+        md = get(env, "md", ns, "ranker")
+        return md if md["status"].get("canaryVersion") == "m3" else None
+
+    md = wait_for("m3 as the canary", canary_m3, 120)
+    assert md["status"]["currentVersion"] == "m1"
+    labels = get(env, "deployment", ns, "ranker")["spec"]["template"]["metadata"]["labels"]
+    assert labels["recplane.io/model-version"] == "m1"
+    (canary,) = wait_for(
+        "the canary Deployment", lambda: children(env, "deployments", ns, "recplane.io/track=canary"), 60
+    )
+    assert canary["spec"]["template"]["metadata"]["labels"]["recplane.io/model-version"] == "m3"
+    wait_reason(env, "md", ns, "ranker", "CanaryAnalysis", timeout=120)
+    wait_for("m3 stable", lambda: get(env, "md", ns, "ranker")["status"].get("currentVersion") == "m3", 180)
+    wait_for("the canary gone", lambda: not children(env, "deployments", ns, "recplane.io/track=canary"), 60)
+    md = wait_reason(env, "md", ns, "ranker", "Serving", timeout=120)
+    assert "canaryVersion" not in md["status"]
+    labels = get(env, "deployment", ns, "ranker")["spec"]["template"]["metadata"]["labels"]
+    assert labels["recplane.io/model-version"] == "m3"
+
+    m1, m2, m3 = md["status"]["history"]
+    assert (m1["version"], m1["promoted"], m1["reason"]) == ("m1", True, "promoted: AUC 0.74 passes promoteIf")
+    assert m1["startedAt"]
+    assert (m2["version"], m2["promoted"]) == ("m2", False) and "startedAt" not in m2
+    assert m2["reason"] == "rejected: AUC 0.71 drops more than promoteIf.maxAucDrop 0.01 below the promoted 0.74"
+    assert (m3["version"], m3["promoted"]) == ("m3", True)
+    assert m3["reason"] == "promoted: AUC 0.76 passes promoteIf; canary at 25% for 15s first"
+    assert m3["canaryStartedAt"] < m3["startedAt"]
+    # No Deployment revision ever ran the rejected version.
+    served = {
+        rs["metadata"]["labels"]["recplane.io/model-version"]
+        for rs in children(env, "replicasets", ns, "recplane.io/modeldeployment=ranker")
+    }
+    assert served <= {"m1", "m3"} and "m1" in served
+
+    # Each version announced once on the TrainJob, each canary step once on the deployment.
+    def announced() -> dict[str, list[str]]:
+        reasons = ("VersionPromoted", "VersionRejected", "CanaryStarted", "CanaryPromoted")
+        return {r: event_messages(env, ns, "ranker", r) for r in reasons}
+
+    expected = {"VersionPromoted": 2, "VersionRejected": 1, "CanaryStarted": 1, "CanaryPromoted": 1}
+    wait_for("the Events", lambda: {r: len(m) for r, m in announced().items()} == expected, 30)
+    # A restarted operator resumes (reconciles) everything: nothing is announced again.
+    operator.stop()
+    operator.start()
+    operator.wait_healthy()
+
+    def resumed(kind: str, plural: str) -> bool:
+        count = len(env.kubectl.json("get", plural, "-A")["items"])
+        done = sum(v for k, v in operator.metrics().items() if "reconciles_total" in k and f'kind="{kind}"' in k)
+        return done >= count
+
+    wait_for("every TrainJob reconciled again", lambda: resumed("TrainJob", "tj"), 60)
+    wait_for("every ModelDeployment reconciled again", lambda: resumed("ModelDeployment", "md"), 60)
+    events = announced()
+    assert {r: len(m) for r, m in events.items()} == expected
+    assert sorted(events["VersionPromoted"]) == [
+        "model version m1 (AUC 0.74) promoted",
+        "model version m3 (AUC 0.76) promoted",
+    ]
+    assert events["VersionRejected"] == [
+        "model version m2 (AUC 0.71) rejected: "
+        "AUC 0.71 drops more than promoteIf.maxAucDrop 0.01 below the promoted 0.74"
+    ]
 
 
 def test_bad_input_ends_in_conditions_a_user_can_act_on_without_a_hot_loop(env, store, operator, ns) -> None:

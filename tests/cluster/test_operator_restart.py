@@ -87,9 +87,14 @@ def test_kills_at_random_points_leave_no_duplicate_and_no_orphan(env: OperatorEn
     op = env.operator("--standalone", log_name="restarts.log").start()
     try:
         op.wait_healthy()
-        kubectl.apply(resources(), "-n", NS)
+        # Ten waves of five, one before each of the first ten kills, so that kills keep landing on
+        # fresh work: resources waiting for their upstream, Jobs just created, statuses half written.
+        all_resources = resources()
+        waves = [all_resources[i::10] for i in range(10)]
         started = time.monotonic()
-        for _ in range(KILLS):
+        for i in range(KILLS):
+            if i < len(waves):
+                kubectl.apply(waves[i], "-n", NS)
             # Anywhere once it is up: listing, resuming, mid-reconcile, writing children or status.
             time.sleep(rng.uniform(0.0, 1.5))
             op.kill()

@@ -28,6 +28,7 @@ from recplane.local.continuous import ContinuousLoop
 from recplane.store import LocalStore, Manifest
 from recplane.trainer import promotion
 from recplane.trainer.continuous import RoundResult, continuous_round, holdout_auc
+from recplane.trainer.export import CARD_FILE
 
 torch.set_num_threads(1)
 NS = "default"
@@ -48,7 +49,7 @@ def _features() -> list[dict[str, object]]:
     ]
 
 
-def _resources(events_dir: Path) -> list[Resource]:
+def _resources(events_dir: Path, processes: int = 1) -> list[Resource]:
     docs = [
         {
             "kind": "SampleSet",
@@ -67,7 +68,7 @@ def _resources(events_dir: Path) -> list[Resource]:
                 "featureSetRef": {"name": "feed-features"},
                 "model": {"type": "deepfm", "embeddingDim": 8, "denseLayers": [16]},
                 "optimization": {"batchSize": 256, "epochs": 1, "seed": 1},
-                "distributed": {"workers": 1, "procsPerWorker": 1},
+                "distributed": {"workers": 1, "procsPerWorker": processes},
                 "continuous": {"interval": "1s", "warmStart": True},
                 "promoteIf": {"minAuc": MIN_AUC, "maxAucDrop": 0.03},
             },
@@ -172,6 +173,28 @@ def test_a_round_without_new_events_trains_nothing(rounds: Rounds) -> None:
     assert continuous_round(loop.resources[2], store) is None
     assert loop.run(threading.Event(), max_rounds=2) == 2
     assert len(store.versions(NS, "trainjob", "ranker")) == before
+
+
+def test_rounds_on_several_processes_warm_start_and_record_one_verdict_each(tmp_path: Path) -> None:
+    """What a cluster's worker group runs for each new FeatureSet version (`recplane step train`
+    on a continuous TrainJob, under torchrun), here on two local processes."""
+    events, store = tmp_path / "events", LocalStore(tmp_path / "store")
+    events.mkdir()
+    messages: list[str] = []
+    loop = ContinuousLoop(store, _resources(events, processes=2), on_event=messages.append)
+    first_batch = None
+    for batch in range(2):
+        _land_batch(events, batch)
+        result = _one_result(loop)
+        first_batch = first_batch or result
+        card = (store.fetch_version(result.manifest) / CARD_FILE).read_text()
+        assert "- 2 process(es), backend gloo" in card
+    assert loop.round() == []  # nothing new: no torchrun at all
+    history = promotion.history(store, NS, "ranker")
+    assert [v.version for v in history] == [first_batch.manifest.version, result.manifest.version]
+    assert result.manifest.inputs["warmStartFrom"] == first_batch.manifest.version
+    assert history[1].incumbent == first_batch.manifest.version and history[1].incumbent_auc is not None
+    assert any("training on 2 processes" in m for m in messages)
 
 
 # ---- a live server following the promoted version ---------------------------------------------

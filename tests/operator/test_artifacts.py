@@ -79,3 +79,34 @@ def test_a_trainers_own_promotion_verdict_wins(tmp_path: Path) -> None:
     (v,) = model_versions(ms, {})
     assert v["promoted"] is False and v["reason"] == "worse"
     assert trainjob_fields(ms, {})["promotedVersion"] is None
+
+
+def test_a_continuous_trainjobs_recorded_verdicts_decide_and_unjudged_versions_wait(tmp_path: Path) -> None:
+    from recplane.api.trainjob import PromotionRule
+    from recplane.trainer import promotion
+
+    store = LocalStore(tmp_path / "store")
+    ms = [
+        publish(store, tmp_path, "trainjob", "r", "v1", {"metrics": {"auc": 0.70}}, 1),
+        publish(store, tmp_path, "trainjob", "r", "v2", {"metrics": {"auc": 0.71}}, 2),
+        publish(store, tmp_path, "trainjob", "r", "v3", {"metrics": {"auc": 0.90}}, 3),
+    ]
+
+    def judge(version: str, incumbent_auc: float | None) -> None:
+        auc = next(m for m in ms if m.version == version).status["metrics"]["auc"]
+        decision = promotion.decide(auc, incumbent_auc, PromotionRule(max_auc_drop=0.0))
+        verdict = promotion.Verdict(version, decision.promoted, decision.reason, auc, None, incumbent_auc, "s", "t")
+        promotion.record(store, "team-a", "r", verdict)
+
+    judge("v1", None)
+    # On the fresh hold-out the promoted v1 scored 0.75, so v2 (0.71 there) is worse, although
+    # its stored AUC is above v1's: the recorded verdict, not the rule's guess, stands.
+    judge("v2", 0.75)
+    art = Artifacts(store)
+    verdicts = art.verdicts("team-a", "r")
+    fields = trainjob_fields(ms, {"maxAucDrop": 0.0}, verdicts)
+    # v3 is stored but not judged yet: it is not listed (nothing announces or serves it early).
+    assert [(v["version"], v["promoted"]) for v in fields["versions"]] == [("v1", True), ("v2", False)]
+    assert (fields["latestVersion"], fields["promotedVersion"]) == ("v2", "v1")
+    assert "0.75" in fields["versions"][1]["reason"]
+    assert art.verdicts("team-a", "other") == {}

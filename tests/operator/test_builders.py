@@ -226,6 +226,20 @@ def test_serving_runs_the_chosen_version_behind_a_service_and_an_autoscaler(make
     assert plan.delete == [("apps/v1", "Deployment", "ranker-canary")]
 
 
+def test_serving_pods_write_their_event_log_under_the_deployment_when_enabled(make) -> None:
+    def env(spec: dict[str, Any]) -> dict[str, str]:
+        md = make("ModelDeployment", "ranker", spec={"model": {"trainJobRef": {"name": "tj"}}, **spec})
+        dep = next(o for o in build_serving(md, CONFIG, ModelRef("v2", "u2")).apply if o["kind"] == "Deployment")
+        return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert not any(k.startswith("RECPLANE_EVENTS_") for k in env({}))
+    on = env({"events": {"enabled": True, "flushSeconds": 30, "topK": 10}})
+    assert on["RECPLANE_EVENTS_URI"] == "team-a/events/ranker"  # inside the store the pod already writes to
+    assert (on["RECPLANE_EVENTS_FLUSH_SECONDS"], on["RECPLANE_EVENTS_TOP_K"]) == ("30", "10")
+    assert on["RECPLANE_EVENTS_LABEL_WINDOW_SECONDS"] == "1800"
+    assert "RECPLANE_STORE" in on
+
+
 @pytest.mark.parametrize(("weight", "replicas"), [(10, 1), (50, 4), (20, 1), (75, 12)])
 def test_a_canary_gets_about_its_weight_of_the_pods(make, weight: int, replicas: int) -> None:
     md = make(

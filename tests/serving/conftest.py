@@ -189,3 +189,37 @@ def servers(
     finally:
         for server in started:
             server.stop()
+
+
+# The event log of the server below: a prefix inside the serving store, flushed often so tests see events soon.
+EVENTS_PREFIX = f"{NS}/events/feed-ranker"
+
+
+@pytest.fixture(scope="module")
+def events_server(
+    serving_store: Store, ranker_manifest: Manifest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(base URL, events prefix) of a ranker server that logs impressions and feedback into the serving store."""
+    workdir = tmp_path_factory.mktemp("events-server")
+    extra = {"RECPLANE_EVENTS_URI": EVENTS_PREFIX, "RECPLANE_EVENTS_FLUSH_SECONDS": "0.2"}
+    server = _start("events", f"{NS}/trainjob/{ranker_manifest.name}/latest", workdir, serving_store, extra)
+    try:
+        _wait_ready(server, time.monotonic() + 240)
+        yield server.url, EVENTS_PREFIX
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def buffering_events_server(
+    serving_store: Store, ranker_manifest: Manifest, tmp_path: Path
+) -> Iterator[tuple[_Server, str]]:
+    """(server, events prefix) of a ranker whose event log only writes at shutdown; the test stops it."""
+    prefix = f"{NS}/events/feed-ranker-shutdown"
+    extra = {"RECPLANE_EVENTS_URI": prefix, "RECPLANE_EVENTS_FLUSH_SECONDS": "3600"}
+    server = _start("buffering", f"{NS}/trainjob/{ranker_manifest.name}/latest", tmp_path, serving_store, extra)
+    try:
+        _wait_ready(server, time.monotonic() + 240)
+        yield server, prefix
+    finally:
+        server.stop()

@@ -38,6 +38,20 @@ def test_a_bad_setting_is_refused_naming_the_variable() -> None:
         ServingConfig.from_env({"RECPLANE_MODEL_VARIANT": "fp8"})
 
 
+def test_the_scoring_endpoints_are_left_out_of_tracing_unless_it_is_switched_on() -> None:
+    from opentelemetry.util.http import ExcludeList
+
+    from recplane.serving.service import UNTRACED_URLS
+
+    assert ServingConfig.from_env({}).tracing is False
+    assert ServingConfig.from_env({"RECPLANE_SERVE_TRACING": "true"}).tracing is True
+    excluded = ExcludeList(UNTRACED_URLS)  # how BentoML's OpenTelemetry middleware reads the list
+    for url in ("http://127.0.0.1:3000/rank", "https://ranker.feeds.svc/recall", "http://[::1]:3000/feedback"):
+        assert excluded.url_disabled(url), url
+    for url in ("http://127.0.0.1:3000/model", "http://h/ranking", "http://h/metrics", "http://h/v1/rank/x"):
+        assert not excluded.url_disabled(url), url
+
+
 def test_a_missing_model_uri_says_how_to_name_one() -> None:
     with pytest.raises(ConfigError, match="RECPLANE_MODEL_URI is not set"):
         ServingConfig.from_env({}).require_model_uri()

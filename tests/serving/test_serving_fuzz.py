@@ -84,7 +84,7 @@ def duplicate_column(rng: random.Random, body: dict[str, Any]) -> Any:
 
 def wrong_shape(rng: random.Random, body: dict[str, Any]) -> Any:
     key = rng.choice(["user", "context", "candidates", "requestId"])
-    wrong = {
+    wrong: dict[str, list[Any]] = {
         "user": [[], "x", 1, True, [{"user_id": "u1"}]],
         "context": [[], "x", 1, True],
         "candidates": [None, [], {}, "x", [1], [None], [[]], 7, {"item_id": "a"}],

@@ -96,6 +96,17 @@ def test_rank_answers_through_bentomls_client_best_first(
     assert response["modelVersion"] == ranker_manifest.version
 
 
+def test_a_ranking_is_sent_with_its_length_and_untraced_by_default(
+    ranker: str, serving_store: Store, ranker_fp32: LoadedModel
+) -> None:
+    body, _ = _request(_validation_rows(serving_store, ranker_fp32.processor, 10))
+    response = httpx.post(f"{ranker}/rank", json=body, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert "x-bentoml-request-id" not in response.headers  # RECPLANE_SERVE_TRACING is off
+
+
 def test_unseen_ids_are_scored_through_the_oov_bucket(ranker: str, ranker_fp32: LoadedModel) -> None:
     body = {"user": {"user_id": "nobody-ever"}, "candidates": [{"item_id": "brand-new-post", "topic": "unheard-of"}]}
     response = httpx.post(f"{ranker}/rank", json=body, timeout=30)

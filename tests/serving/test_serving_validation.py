@@ -150,3 +150,30 @@ def test_whatever_passes_validation_transforms_without_error(processor: FeatureP
         batch = processor.transform_rows(rows)
         assert np.isfinite(batch.dense).all()
     assert accepted > 40  # the sample exercised the accepting path, not only refusals
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "accepted"),
+    [
+        ("author_followers", 2**63 - 1, True),  # an integer column takes the whole int64 range ...
+        ("author_followers", 2**63, False),  # ... and no more
+        ("author_followers", -(2**63), True),
+        ("author_followers", True, False),  # a boolean is no number
+        ("item_age_hours", 7, True),  # an integer for a float column stays an integer
+        ("item_age_hours", 3.4028234663852886e38, True),  # the float32 range, up to its edge ...
+        ("item_age_hours", -3.5e38, False),  # ... and not beyond
+        ("item_age_hours", math.nan, False),
+        ("hour", 13, True),
+        ("hour", 2**63, False),
+    ],
+)
+def test_a_number_at_the_edge_of_its_column_is_accepted_or_refused_as_the_column_says(
+    processor: FeatureProcessor, column: str, value: Any, accepted: bool
+) -> None:
+    validator = _validator(processor)
+    request = _rank([{"item_id": "i1", column: value}], user={}, context={})
+    if accepted:
+        row = validator.rank_rows(request)[0]
+        assert row[column] == value and type(row[column]) is type(value)
+    else:
+        assert list(_errors(validator, request)) == [f"candidates[0].{column}"]

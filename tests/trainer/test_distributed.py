@@ -18,7 +18,7 @@ import torch
 from recplane.store import LocalStore
 from recplane.trainer.checkpoint import MARKER
 from recplane.trainer.errors import CheckpointError
-from recplane.trainer.launch import free_port, run_torchrun
+from recplane.trainer.launch import free_port, run_torchrun, training_env
 from recplane.trainer.step import train_job
 
 SCENARIOS = Path(__file__).parent / "dist_scenarios.py"
@@ -91,3 +91,11 @@ def test_the_local_runner_launches_torchrun_and_gets_the_stored_version(store: L
     text = log.read_text()
     assert "sharding plan (auto, 2 processes)" in text
     assert "step 4/4" in text and "samples/s" in text
+
+
+def test_the_launched_processes_share_the_cores_and_ask_for_huge_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert training_env(2)["OMP_NUM_THREADS"] == "4"
+    assert training_env(1)["OMP_NUM_THREADS"] == "8"
+    assert training_env(16)["OMP_NUM_THREADS"] == "1"
+    assert training_env(2)["THP_MEM_ALLOC_ENABLE"] == "1"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recplane.api.trainjob import Optimization
-from recplane.trainer.optim import Schedule, clip_dense_gradients, lr_factor
+from recplane.trainer.optim import Schedule, build_optimizer, clip_dense_gradients, lr_factor
 
 
 def test_linear_warmup_ramps_to_the_base_rate_then_holds() -> None:
@@ -41,3 +41,20 @@ def test_gradients_are_clipped_to_the_global_norm() -> None:
     total = torch.sqrt(p.grad.pow(2).sum() + q.grad.pow(2).sum())
     assert float(total) == pytest.approx(1.0, rel=1e-5)
     assert clip_dense_gradients([p, q], max_norm=None) is None
+
+
+def test_the_dense_adam_is_fused_and_updates_as_the_reference_adam_does() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+    reference = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    ours = build_optimizer(model, Optimization(learning_rate=0.01))
+    theirs = torch.optim.Adam(reference, lr=0.01)
+    assert all(g["fused"] for g in dict(ours.optimizers)["dense"].param_groups)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in reference]
+        for p, q, g in zip(model.parameters(), reference, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+    for p, q in zip(model.parameters(), reference, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach())

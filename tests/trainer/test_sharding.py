@@ -9,7 +9,13 @@ from recplane.api.trainjob import ModelConfig
 from recplane.trainer.dist import DistContext
 from recplane.trainer.errors import ShardingError
 from recplane.trainer.models import ModelInputs, SparseInput, build_model
-from recplane.trainer.sharding import allowed_sharding_types, check_placeable, column_block, embedding_tables
+from recplane.trainer.sharding import (
+    allowed_sharding_types,
+    check_placeable,
+    column_block,
+    constraints,
+    embedding_tables,
+)
 
 CPU = DistContext(rank=0, world_size=2, local_rank=0, backend="gloo", device=torch.device("cpu"))
 GPU = DistContext(rank=0, world_size=2, local_rank=0, backend="nccl", device=torch.device("cuda", 0))
@@ -63,3 +69,11 @@ def test_row_wise_is_refused_on_cpu_and_allowed_on_gpu() -> None:
 def test_auto_lets_the_planner_choose_among_what_the_hardware_runs() -> None:
     assert set(allowed_sharding_types("auto", CPU)) == {"table_wise", "column_wise", "table_column_wise"}
     assert "row_wise" in allowed_sharding_types("auto", GPU)
+
+
+def test_auto_keeps_tables_too_narrow_to_split_out_of_column_wise_groups() -> None:
+    allowed = {name: c.sharding_types for name, c in constraints(tables(16), "auto", CPU).items()}
+    assert allowed["lin_user_id"] == ["table_wise"]  # 4 columns: one shard either way
+    assert set(allowed["emb_user_id"]) == {"table_wise", "column_wise", "table_column_wise"}
+    # An explicit choice is honoured as it is.
+    assert constraints(tables(16), "column_wise", CPU)["lin_user_id"].sharding_types == ["column_wise"]

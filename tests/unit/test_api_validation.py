@@ -8,6 +8,7 @@ import pytest
 
 from recplane.api import KINDS, kind_of, parse_spec
 from recplane.api.resource import ResourceError, load_resources, parse_resource
+from recplane.api.sampleset import DEFAULT_FOLLOW_INTERVAL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,12 +36,37 @@ def test_defaults_are_filled_once_from_the_models() -> None:
         ("ModelDeployment", {"model": {"uri": "s3://m/v1"}, "canary": {"weight": 10}}, "canary.version"),
         (
             "ModelDeployment",
+            {"model": {"trainJobRef": {"name": "r"}, "follow": "pinned"}, "canary": {"weight": 10}},
+            "canary.weight needs canary.version when the model is pinned",
+        ),
+        (
+            "ModelDeployment",
+            {"model": {"trainJobRef": {"name": "r", "version": "v1"}}, "canary": {"weight": 10}},
+            "canary.weight needs canary.version when the model is pinned",
+        ),
+        (
+            "ModelDeployment",
+            {"model": {"trainJobRef": {"name": "r"}}, "canary": {"weight": 10, "analysis": "ten minutes"}},
+            "canary.analysis",
+        ),
+        (
+            "ModelDeployment",
             {"model": {"uri": "s3://m/v1"}, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
             "autoscaling.minReplicas",
         ),
         ("ModelDeployment", {"model": {}}, "model.trainJobRef and model.uri"),
         ("SampleSet", {"source": {"format": "parquet"}}, "source.uri is required"),
         ("SampleSet", {"source": {"format": "synthetic", "uri": "/data"}}, "source.uri must be omitted"),
+        (
+            "SampleSet",
+            {"source": {"format": "parquet", "uri": "s3://logs/feed/", "followInterval": "1m"}},
+            "source.followInterval is only used when source.follow is true",
+        ),
+        (
+            "SampleSet",
+            {"source": {"format": "parquet", "uri": "s3://logs/feed/", "follow": True, "followInterval": "a minute"}},
+            "source.followInterval",
+        ),
         (
             "FeatureSet",
             {
@@ -103,6 +129,38 @@ def test_invalid_specs_are_refused_naming_the_field(kind: str, spec: dict[str, o
         parse_resource({"apiVersion": "recplane.io/v1alpha1", "kind": kind, "metadata": {"name": "x"}, "spec": spec})
     assert fragment in str(err.value)
     assert f"{kind}/x" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"model": {"trainJobRef": {"name": "r"}}, "canary": {"weight": 10}},
+        {"model": {"trainJobRef": {"name": "r"}, "follow": "latest"}, "canary": {"weight": 10, "analysis": "1h30m"}},
+        {"model": {"uri": "s3://m/v1"}, "canary": {"version": "v2", "weight": 10}},
+        {"model": {"trainJobRef": {"name": "r"}, "follow": "pinned"}, "canary": {"weight": 0}},
+    ],
+    ids=["promoted", "latest", "fixed-version", "no-weight"],
+)
+def test_a_canary_needs_a_version_only_when_the_model_is_pinned(spec: dict[str, object]) -> None:
+    resource = parse_resource(
+        {"apiVersion": "recplane.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "x"}, "spec": spec}
+    )
+    canary = resource.spec.to_wire()["canary"]  # type: ignore[attr-defined]
+    assert canary["analysis"] == spec["canary"].get("analysis", "10m")  # type: ignore[attr-defined]
+
+
+def test_a_followed_source_looks_for_new_files_every_minute_unless_told_otherwise() -> None:
+    def source(**fields: object) -> dict[str, object]:
+        spec = {"source": {"format": "parquet", "uri": "s3://logs/feed/", **fields}}
+        resource = parse_resource(
+            {"apiVersion": "recplane.io/v1alpha1", "kind": "SampleSet", "metadata": {"name": "x"}, "spec": spec}
+        )
+        return resource.spec.to_wire()["source"]  # type: ignore[attr-defined,no-any-return]
+
+    # No schema default: a SampleSet that does not follow carries no interval (and keeps its version hashes).
+    assert "followInterval" not in source(follow=True) and "followInterval" not in source()
+    assert source(follow=True, followInterval="1h30m")["followInterval"] == "1h30m"
+    assert DEFAULT_FOLLOW_INTERVAL == "1m"
 
 
 def test_kinds_are_found_by_every_name_kubectl_accepts() -> None:

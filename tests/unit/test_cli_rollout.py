@@ -46,10 +46,36 @@ def test_rollback_pins_the_version_served_before_the_current_one() -> None:
     assert any("will not roll out" in note for note in plan.notes)
 
 
-def test_history_is_ordered_by_start_time_and_else_by_list_order() -> None:
+def test_history_is_ordered_by_start_time() -> None:
     assert history_newest_first({"history": HISTORY}) == ["v3", "v2", "v1"]
-    unordered = [{"version": "a"}, {"version": "b"}, {"version": "a"}, {"version": "c"}]
-    assert history_newest_first({"history": unordered}) == ["c", "a", "b"]
+
+
+def test_versions_that_never_became_stable_are_not_rollback_targets() -> None:
+    history = [
+        *HISTORY,
+        {"version": "v4", "promoted": False, "reason": "rejected: AUC 0.61 is below promoteIf.minAuc 0.7"},
+        {"version": "v5", "canaryStartedAt": "2026-01-01T12:00:00Z", "reason": "canary"},
+    ]
+    assert history_newest_first({"history": history}) == ["v3", "v2", "v1"]
+    assert plan_rollback(_md(history, current="v3")).version == "v2"
+    with pytest.raises(CliError, match="not in ModelDeployment feed-ranker's history"):
+        plan_rollback(_md(history, current="v3"), to="v4")
+
+
+def test_promote_on_a_canary_first_deployment_pins_the_canary_under_analysis() -> None:
+    md = _md(HISTORY, current="v3", canary={"weight": 10, "analysis": "10m"})
+    md["status"]["canaryVersion"] = "v4"
+    plan = plan_promote(md)
+    assert plan.version == "v4"
+    assert plan.patch["spec"]["canary"] is None
+    assert plan.patch["spec"]["model"]["trainJobRef"] == {"version": "v4"}
+
+
+def test_rollback_of_a_canary_first_deployment_drops_the_versionless_canary() -> None:
+    # Pinned with a weight and no version is refused by the API server: the patch must drop it.
+    plan = plan_rollback(_md(HISTORY, current="v3", canary={"weight": 10}))
+    assert plan.patch["spec"]["canary"] is None
+    assert "spec.canary: {weight: 10} -> (removed)" in [str(c) for c in plan.changes]
 
 
 def test_rollback_to_a_named_version_from_the_history() -> None:

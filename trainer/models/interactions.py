@@ -120,12 +120,13 @@ class BilinearInteraction(nn.Module):
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         """fields: [B, F, D] -> [B, P, D] with P = F(F-1)/2."""
-        left = fields[:, self.rows]  # [B, P, D]
-        right = fields[:, self.cols]
+        # index_select + bmm: their backward (index_add, bmm) is several times cheaper on CPU than
+        # advanced indexing + einsum.
+        left = fields.index_select(1, self.rows)  # [B, P, D]
+        right = fields.index_select(1, self.cols)
         if self.kind == "field_all":
             projected = left @ self.weight[0]
-        elif self.kind == "field_each":
-            projected = torch.einsum("bpd,pde->bpe", left, self.weight[self.rows])
         else:
-            projected = torch.einsum("bpd,pde->bpe", left, self.weight)
+            weight = self.weight.index_select(0, self.rows) if self.kind == "field_each" else self.weight
+            projected = torch.bmm(left.transpose(0, 1), weight).transpose(0, 1)  # [P, B, D] x [P, D, D]
         return projected * right
