@@ -23,6 +23,7 @@ from minio import Minio
 
 from recplane.operator.testing import Kubectl, OperatorEnvironment, OperatorProcess, publish, wait_for
 from recplane.store import Store, open_store
+from recplane.trainer import promotion
 
 pytestmark = pytest.mark.cluster
 
@@ -498,7 +499,14 @@ def test_a_continuous_trainjob_announces_each_version_and_promoted_ones_roll_out
 ) -> None:
     publish(store, ns, "sampleset", "events", "ss1", {"trainRows": 900})
     publish(store, ns, "featureset", "features", "fs1", {})
-    publish(store, ns, "trainjob", "ranker", "m1", {"metrics": {"auc": 0.74}})
+
+    def judged(version: str, auc: float, promoted: bool, reason: str = "") -> None:
+        """What a continuous TrainJob's rank 0 does: store the version, then record its verdict."""
+        publish(store, ns, "trainjob", "ranker", version, {"metrics": {"auc": auc}})
+        verdict = promotion.Verdict(version, promoted, reason, auc, None, None, "ss1", promotion.now())
+        promotion.record(store, ns, "ranker", verdict)
+
+    judged("m1", 0.74, True)
     tj_spec = {**TJ_SPEC, "continuous": {"interval": "1m"}, "promoteIf": {"maxAucDrop": 0.01}}
     env.kubectl.apply(
         [
@@ -516,10 +524,10 @@ def test_a_continuous_trainjob_announces_each_version_and_promoted_ones_roll_out
     md = wait_reason(env, "md", ns, "ranker", "Serving", timeout=120)
     assert md["status"]["currentVersion"] == "m1" and "canaryVersion" not in md["status"]
 
-    def train(version: str, auc: float) -> None:
-        """Rank 0 stores a version; kwok has completed the workers' Job, so an edit stands in for the
-        poll that would find it while they run."""
-        publish(store, ns, "trainjob", "ranker", version, {"metrics": {"auc": auc}})
+    def train(version: str, auc: float, promoted: bool, reason: str = "") -> None:
+        """Rank 0 stores a version and its verdict; kwok has completed the workers' Job, so an edit
+        stands in for the poll that would find it while they run."""
+        judged(version, auc, promoted, reason)
         env.kubectl("annotate", "--overwrite", "tj", "ranker", "-n", ns, f"example.com/round={version}")
         wait_for(
             f"{version} in the TrainJob's status",
@@ -531,14 +539,14 @@ def test_a_continuous_trainjob_announces_each_version_and_promoted_ones_roll_out
         return get(env, "md", ns, "ranker")["status"].get("history") or []  # type: ignore[no-any-return]
 
     # m2's AUC is more than promoteIf.maxAucDrop below m1's: rejected, recorded, not served.
-    train("m2", 0.71)
+    train("m2", 0.71, False, "AUC 0.71 drops more than promoteIf.maxAucDrop 0.01 below the promoted 0.74")
     wait_for("m2 recorded as rejected", lambda: "m2" in [h["version"] for h in history()], 120)
     md = get(env, "md", ns, "ranker")
     assert md["status"]["currentVersion"] == "m1" and "canaryVersion" not in md["status"]
     assert not children(env, "deployments", ns, "recplane.io/track=canary")
 
     # m3 is promoted: first the canary next to m1, then, after its analysis, the stable version.
-    train("m3", 0.76)
+    train("m3", 0.76, True)
 
     def canary_m3() -> dict[str, Any] | None:
         md = get(env, "md", ns, "ranker")
