@@ -363,6 +363,8 @@ def test_a_followed_sampleset_looks_for_new_files_every_interval_and_new_version
     assert len(children(env, "jobs", ns, "recplane.io/featureset=features")) == 2
     # Only a few finished rounds are kept: the one running, the last finished, and two more.
     assert len(rounds()) <= 4
+    # Stop following: rounds every 2 s would keep the shared operator busy in later tests.
+    env.kubectl("delete", "ss", "events", "-n", ns, "--wait=true", "--timeout=60s")
 
 
 def test_a_trainjob_starts_its_workers_together_and_restarts_the_group_with_backoff(env, store, operator, ns) -> None:
