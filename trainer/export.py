@@ -35,7 +35,8 @@ from .evaluate import ItemIndex
 from .models import ModelInputs, RecallModel, build_model
 from .quantize import int8_skeleton
 
-FORMAT_VERSION = 1
+# 2: each feature's first-order weight sits in 4 extra columns of its embedding row.
+FORMAT_VERSION = 2
 MODEL_FILE = "model.pt"
 MODEL_INT8_FILE = "model_int8.pt"
 CONFIG_FILE = "model_config.json"
@@ -80,7 +81,9 @@ class VersionConfig:
     def from_json(cls, doc: dict[str, Any]) -> VersionConfig:
         if doc.get("formatVersion") != FORMAT_VERSION:
             raise ModelVersionError(
-                f"model format {doc.get('formatVersion')} is not supported (expected {FORMAT_VERSION})"
+                f"model version {doc.get('version')} has model format {doc.get('formatVersion')}, and this "
+                f"recplane reads format {FORMAT_VERSION}; train the TrainJob again (or serve the version "
+                "with the recplane release that stored it)"
             )
         known = {"formatVersion", "version", "task", "model", "inputs", "trainedPrecision"}
         return cls(

@@ -22,7 +22,7 @@ KIND = "trainjob"
 FEATURESET_KIND = "featureset"
 SAMPLESET_KIND = "sampleset"
 # Bump when the trainer's output for the same spec and inputs changes.
-TRAINER_FORMAT = 1
+TRAINER_FORMAT = 2
 # Spec fields that change how a job runs, not the model it produces.
 _NOT_CONTENT = ("resources", "scheduling", "image", "deletionPolicy", "maxRestarts", "promoteIf", "checkpoint")
 
@@ -176,8 +176,9 @@ def check_warm_start(old: ModelInputs, new: ModelInputs, version: str) -> None:
 
 
 def load_warm_start(job: JobInputs) -> dict[str, torch.Tensor] | None:
-    from .export import MODEL_FILE
+    from .export import CONFIG_FILE, MODEL_FILE, VersionConfig
 
     if job.warm_start_dir is None:
         return None
+    VersionConfig.from_json(json.loads((job.warm_start_dir / CONFIG_FILE).read_text()))  # a format this reads
     return torch.load(job.warm_start_dir / MODEL_FILE, map_location="cpu", weights_only=True, mmap=True)

@@ -33,6 +33,7 @@ from .optim import (
     dense_parameters,
     lr_factor,
 )
+from .precision import bf16_is_fast, training_autocast
 from .sharding import (
     Table,
     describe_plan,
@@ -194,6 +195,12 @@ class Trainer:
             f"training {self.spec.model.type}: {self.total_steps} steps of {self.batch_size} rows x "
             f"{self.ctx.world_size} processes ({self.steps_per_epoch} steps per epoch)"
         )
+        precision = self.spec.optimization.dense_precision
+        if precision == "bf16" and not bf16_is_fast(self.ctx.device):
+            self.telemetry.log(
+                f"note: densePrecision bf16 on a {self.ctx.device.type} without bf16 matrix units is emulated "
+                "and slower than fp32"
+            )
         self.dmp.train()
         started, checkpoint_seconds, new_samples, first_step = time.perf_counter(), 0.0, 0, step
         losses: list[tuple[int, float]] = []
@@ -206,7 +213,8 @@ class Trainer:
                     break
                 self.schedule.apply(step)
                 self.optimizer.zero_grad()
-                loss, _ = self._forward(batch)
+                with training_autocast(precision, self.ctx.device):
+                    loss, _ = self._forward(batch)
                 loss_value = self._check_finite(loss, step)
                 loss.backward()
                 clip_dense_gradients(self._dense, self.spec.optimization.gradient_clip_norm)

@@ -58,6 +58,8 @@ class Table:
     num_embeddings: int
     embedding_dim: int
     data_type: str
+    first_order_columns: int = 0
+    """Columns of `embedding_dim` holding the feature's first-order weight (after its embedding)."""
 
 
 def embedding_tables(model: nn.Module) -> list[Table]:
@@ -65,6 +67,8 @@ def embedding_tables(model: nn.Module) -> list[Table]:
     out = []
     for path, module in model.named_modules():
         if isinstance(module, EmbeddingBagCollection):
+            owner = model.get_submodule(path.rpartition(".")[0])
+            extra = getattr(owner, "extra", 0) if any(getattr(owner, "dims", [0])) else 0
             for cfg in module.embedding_bag_configs():
                 out.append(
                     Table(
@@ -74,6 +78,7 @@ def embedding_tables(model: nn.Module) -> list[Table]:
                         num_embeddings=cfg.num_embeddings,
                         embedding_dim=cfg.embedding_dim,
                         data_type=cfg.data_type.value.lower(),
+                        first_order_columns=extra,
                     )
                 )
     return out
@@ -84,11 +89,12 @@ def is_replicated(sharding: str) -> bool:
 
 
 def column_block(dim: int, world_size: int) -> int:
-    """Width of column-wise shards: the smallest multiple of 4 dividing `dim` that needs at most
-    `world_size` shards (a 16-wide table on 2 ranks -> two 8-wide shards)."""
+    """Width of column-wise shards: the widest multiple of 4 dividing `dim` that still gives every
+    rank a shard (a 16-wide table on 2 ranks -> two 8-wide shards; 20 columns -> five 4-wide ones).
+    A table too narrow for that is split into 4-wide shards, down to a single one."""
     blocks = [b for b in range(COLUMN_ALIGNMENT, dim + 1, COLUMN_ALIGNMENT) if dim % b == 0]
-    fitting = [b for b in blocks if dim // b <= world_size]
-    return min(fitting) if fitting else dim
+    spread = [b for b in blocks if dim // b >= world_size]
+    return max(spread) if spread else min(blocks, default=dim)
 
 
 def allowed_sharding_types(sharding: str, ctx: DistContext) -> list[str]:
@@ -124,9 +130,13 @@ def check_placeable(tables: list[Table], sharding: str) -> None:
     for t in tables:
         if t.embedding_dim % COLUMN_ALIGNMENT:
             what = "auto plan" if sharding == "auto" else f"{sharding} plan"
+            width = f"{t.embedding_dim} columns wide"
+            if t.first_order_columns:
+                embedding = t.embedding_dim - t.first_order_columns
+                width = f"{embedding} columns wide (plus {t.first_order_columns} first-order columns)"
             raise ShardingError(
                 "spec.model.embeddingDim",
-                f"embedding table {t.name} (feature {t.feature!r}) is {t.embedding_dim} columns wide, and the {what} "
+                f"embedding table {t.name} (feature {t.feature!r}) is {width}, and the {what} "
                 f"keeps it in FBGEMM's fused kernels, which need a multiple of {COLUMN_ALIGNMENT} columns per shard. "
                 f"Set the feature's embeddingDim in the FeatureSet (or spec.model.embeddingDim) to a multiple of "
                 f"{COLUMN_ALIGNMENT}, or use spec.distributed.sharding data_parallel",

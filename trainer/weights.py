@@ -33,8 +33,9 @@ def _sharded_tensors() -> Iterator[None]:
 
 
 _ROW_BLOCK = 65_536
-# Pairwise interactions start small so FM terms do not swamp the first-order ones; first-order
-# weights start at zero (a plain logistic regression's usual start).
+# Pairwise interactions start small so FM terms do not swamp the first-order ones. Logistic
+# regression's first-order tables start at zero (its usual start); the first-order columns
+# that share a row with an embedding start as small as the embedding.
 EMBEDDING_INIT_STD = 0.01
 
 

@@ -64,6 +64,14 @@ class Optimization(ApiModel):
     embedding_precision: Literal["fp32", "fp16"] = Field(
         default="fp32", description="Storage precision of embedding tables."
     )
+    dense_precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description=(
+            "Compute precision of the dense layers while training. bf16 runs their matrix products under "
+            "autocast (weights, gradients and optimiser state stay fp32): faster on GPUs and on CPUs with AMX "
+            "or AVX512-BF16, slower elsewhere. Evaluation and serving compute in fp32."
+        ),
+    )
     seed: int = Field(default=0, ge=0)
 
 

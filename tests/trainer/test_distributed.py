@@ -54,7 +54,8 @@ def test_every_sharding_plan_trains_the_same_model(store: LocalStore, tmp_path: 
         assert {p["shardingType"] for p in recorded.values()} == {plan}
     column_wise = json.loads((Path(runs["column_wise"]["uri"]) / "sharding_plan.json").read_text())
     user = column_wise["emb_user_id"]
-    assert [s["sizes"][1] for s in user["shards"]] == [4, 4] and sorted(user["ranks"]) == [0, 1]
+    # 8 embedding columns and 4 first-order ones, in three 4-wide shards over both ranks.
+    assert [s["sizes"][1] for s in user["shards"]] == [4, 4, 4] and sorted(set(user["ranks"])) == [0, 1]
 
 
 def test_a_restarted_job_resumes_from_its_last_checkpoint_to_the_same_model(store: LocalStore, tmp_path: Path) -> None:

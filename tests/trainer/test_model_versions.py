@@ -18,7 +18,7 @@ from recplane.data.metrics import roc_auc
 from recplane.data.samples import read_split
 from recplane.data.tensors import to_torch
 from recplane.store import LocalStore, Manifest
-from recplane.trainer.export import load_model_version, score_table
+from recplane.trainer.export import ModelVersionError, load_model_version, score_table
 from recplane.trainer.step import train_job
 
 VERSION_FILES = {
@@ -102,6 +102,42 @@ def test_the_int8_variant_is_smaller_and_ranks_almost_as_well(trained: tuple[Loc
     assert auc == pytest.approx(metrics["aucInt8"], abs=1e-4)
     tables = [t for k, t in int8.model.state_dict().items() if k.endswith("emb_user_id.weight")]
     assert tables and tables[0].dtype == torch.uint8
+
+
+def test_bf16_dense_layers_train_a_model_that_ranks_as_well_and_is_stored_in_fp32(
+    trained: tuple[LocalStore, Manifest],
+) -> None:
+    store, fp32 = trained
+    doc = pdx.trainjob(
+        "ranker-bf16",
+        model={"type": "deepfm", "batchNorm": True},
+        optimization={"epochs": 2, "densePrecision": "bf16"},
+        distributed={"procsPerWorker": 1, "sharding": "auto"},
+        checkpoint={"everySteps": 1000},
+    )
+    bf16 = train_job(pdx.resource(doc), store)
+    weights = torch.load(Path(bf16.uri) / "model.pt", weights_only=True)
+    assert {t.dtype for n, t in weights.items() if "num_batches" not in n} == {torch.float32}
+    loaded = load_model_version(bf16.uri)
+    table = validation(store)
+    auc = roc_auc(score_table(loaded, table), table["label"].to_numpy())
+    assert auc == pytest.approx(loaded.metrics["auc"], abs=1e-4)
+    assert abs(auc - load_model_version(fp32.uri).metrics["auc"]) < 0.01
+
+
+def test_a_version_in_an_older_model_format_is_refused_naming_the_fix(
+    trained: tuple[LocalStore, Manifest], tmp_path: Path
+) -> None:
+    store, manifest = trained
+    old = tmp_path / "old-version"
+    shutil.copytree(manifest.uri, old)
+    config = json.loads((old / "model_config.json").read_text())
+    (old / "model_config.json").write_text(json.dumps({**config, "formatVersion": 1}))
+    with pytest.raises(ModelVersionError, match=r"model format 1.*train the TrainJob again"):
+        load_model_version(old)
+    doc = pdx.trainjob("ranker", model={"type": "deepfm", "batchNorm": True}, optimization={"maxSteps": 1})
+    with pytest.raises(ModelVersionError, match="train the TrainJob again"):
+        train_job(pdx.resource(doc), store, warm_start_from=old)
 
 
 def test_running_the_same_spec_again_returns_the_stored_version(trained: tuple[LocalStore, Manifest]) -> None:

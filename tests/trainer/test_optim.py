@@ -1,4 +1,4 @@
-"""Learning-rate schedules and gradient clipping."""
+"""Learning-rate schedules, gradient clipping and the dense layers' precision."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from recplane.api.trainjob import Optimization
 from recplane.trainer.optim import Schedule, build_optimizer, clip_dense_gradients, lr_factor
+from recplane.trainer.precision import training_autocast
 
 
 def test_linear_warmup_ramps_to_the_base_rate_then_holds() -> None:
@@ -58,3 +59,12 @@ def test_the_dense_adam_is_fused_and_updates_as_the_reference_adam_does() -> Non
         theirs.step()
     for p, q in zip(model.parameters(), reference, strict=True):
         torch.testing.assert_close(p.detach(), q.detach())
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_dense_precision_sets_the_dtype_of_the_dense_layers_products(precision: str, dtype: torch.dtype) -> None:
+    layer = torch.nn.Linear(8, 4)
+    with training_autocast(precision, torch.device("cpu")):
+        out = layer(torch.randn(2, 8))
+    assert out.dtype == dtype
+    assert layer.weight.dtype == torch.float32

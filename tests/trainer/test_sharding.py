@@ -27,21 +27,21 @@ def tables(dim: int, precision: str = "fp32", model: str = "fm"):  # type: ignor
     return embedding_tables(build_model(config, inputs, precision, device=torch.device("meta")))  # type: ignore[arg-type]
 
 
-def test_column_wise_shards_are_multiples_of_four_one_per_rank() -> None:
+def test_column_wise_shards_are_multiples_of_four_at_least_one_per_rank() -> None:
     assert column_block(16, 2) == 8
     assert column_block(64, 4) == 16
-    assert column_block(12, 2) == 12  # 6-wide halves would break FBGEMM's 4-column rows
+    assert column_block(12, 2) == 4  # 6-wide halves would break FBGEMM's 4-column rows
+    assert column_block(20, 2) == 4
     assert column_block(4, 8) == 4
 
 
 def test_every_table_is_listed_with_its_feature() -> None:
-    names = {(t.name, t.feature, t.embedding_dim) for t in tables(8)}
-    assert names == {
-        ("emb_user_id", "user_id", 8),
-        ("emb_item_id", "item_id", 8),
-        ("lin_user_id", "user_id", 4),
-        ("lin_item_id", "item_id", 4),
-    }
+    # FM keeps each feature's first-order weight in 4 columns after its 8 embedding columns.
+    names = {(t.name, t.feature, t.embedding_dim, t.first_order_columns) for t in tables(8)}
+    assert names == {("emb_user_id", "user_id", 12, 4), ("emb_item_id", "item_id", 12, 4)}
+    # Logistic regression has first-order weights only.
+    names = {(t.name, t.embedding_dim, t.first_order_columns) for t in tables(8, model="lr")}
+    assert names == {("lin_user_id", 4, 0), ("lin_item_id", 4, 0)}
 
 
 @pytest.mark.parametrize("sharding", ["auto", "table_wise", "column_wise", "table_column_wise"])
@@ -72,8 +72,9 @@ def test_auto_lets_the_planner_choose_among_what_the_hardware_runs() -> None:
 
 
 def test_auto_keeps_tables_too_narrow_to_split_out_of_column_wise_groups() -> None:
-    allowed = {name: c.sharding_types for name, c in constraints(tables(16), "auto", CPU).items()}
+    allowed = {name: c.sharding_types for name, c in constraints(tables(16, model="lr"), "auto", CPU).items()}
     assert allowed["lin_user_id"] == ["table_wise"]  # 4 columns: one shard either way
+    allowed = {name: c.sharding_types for name, c in constraints(tables(16), "auto", CPU).items()}
     assert set(allowed["emb_user_id"]) == {"table_wise", "column_wise", "table_column_wise"}
     # An explicit choice is honoured as it is.
-    assert constraints(tables(16), "column_wise", CPU)["lin_user_id"].sharding_types == ["column_wise"]
+    assert constraints(tables(16, model="lr"), "column_wise", CPU)["lin_user_id"].sharding_types == ["column_wise"]

@@ -8,7 +8,7 @@ resolved (a feature's own `embeddingDim`, else the TrainJob's `model.embeddingDi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -123,16 +123,20 @@ def table_configs(
     precision: Precision = "fp32",
     role: str = "emb",
     dim: int | None = None,
+    widths: Sequence[int] | None = None,
 ) -> list[EmbeddingBagConfig]:
-    """One TorchRec table per feature; `dim` overrides every feature's size (first-order and FFM tables)."""
+    """One TorchRec table per feature. `dim` overrides every feature's size (FFM tables); `widths`
+    gives each table's columns outright (embedding plus first-order columns)."""
+    features = list(features)
+    widths = list(widths) if widths is not None else [dim or f.embedding_dim for f in features]
     return [
         EmbeddingBagConfig(
             name=table_name(f.name, role),
             feature_names=[f.name],
             num_embeddings=f.num_embeddings,
-            embedding_dim=dim or f.embedding_dim,
+            embedding_dim=width,
             pooling=PoolingType.MEAN if f.pooling == "mean" else PoolingType.SUM,
             data_type=_DATA_TYPES[precision],
         )
-        for f in features
+        for f, width in zip(features, widths, strict=True)
     ]

@@ -44,10 +44,11 @@ class LR(RankingModel):
         device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
-        self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
+        self.sparse_arch = SparseArch(inputs.sparse, precision, device, embeddings=False, first_order=True)
+        self.linear = FeatureLinear(len(inputs.dense))
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.linear(sparse, dense)
+        return self.linear(self.sparse_arch.first_order(self.sparse_arch(sparse)), dense)
 
 
 class FM(RankingModel):
@@ -61,12 +62,14 @@ class FM(RankingModel):
         device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
-        self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
-        self.fields = FieldEmbeddings(SparseArch(inputs.sparse, precision, device), config.embedding_dim)
+        arch = SparseArch(inputs.sparse, precision, device, first_order=True)
+        self.fields = FieldEmbeddings(arch, config.embedding_dim)
+        self.linear = FeatureLinear(len(inputs.dense))
         self.fm = FMInteraction()
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.linear(sparse, dense) + self.fm(self.fields(sparse))
+        embeddings, first = self.fields.arch.split(self.fields.arch(sparse))
+        return self.linear(first, dense) + self.fm(self.fields.from_flat(embeddings))
 
 
 class FFM(RankingModel):
@@ -84,12 +87,15 @@ class FFM(RankingModel):
     ) -> None:
         super().__init__(inputs, config)
         num_fields = len(inputs.sparse)
-        self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
-        self.field_aware = SparseArch(inputs.sparse, precision, device, dim=num_fields * config.embedding_dim)
+        self.field_aware = SparseArch(
+            inputs.sparse, precision, device, dim=num_fields * config.embedding_dim, first_order=True
+        )
+        self.linear = FeatureLinear(len(inputs.dense))
         self.ffm = FFMInteraction(num_fields, config.embedding_dim)
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.linear(sparse, dense) + self.ffm(self.field_aware.flat(sparse))
+        embeddings, first = self.field_aware.split(self.field_aware(sparse))
+        return self.linear(first, dense) + self.ffm(embeddings)
 
 
 class WideDeep(RankingModel):
@@ -103,15 +109,16 @@ class WideDeep(RankingModel):
         device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
-        self.wide = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
-        self.sparse_arch = SparseArch(inputs.sparse, precision, device)
+        self.sparse_arch = SparseArch(inputs.sparse, precision, device, first_order=True)
+        self.wide = FeatureLinear(len(inputs.dense))
         self.deep = OverArch(
             self.sparse_arch.out_features + len(inputs.dense), config.dense_layers, config.dropout, config.batch_norm
         )
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        deep_in = torch.cat([self.sparse_arch.flat(sparse), dense], dim=1)
-        return self.wide(sparse, dense) + self.deep(deep_in)
+        embeddings, first = self.sparse_arch.split(self.sparse_arch(sparse))
+        deep_in = torch.cat([embeddings, dense], dim=1)
+        return self.wide(first, dense) + self.deep(deep_in)
 
 
 class DeepFM(RankingModel):
@@ -125,16 +132,18 @@ class DeepFM(RankingModel):
         device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
-        self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
-        self.fields = FieldEmbeddings(SparseArch(inputs.sparse, precision, device), config.embedding_dim)
+        arch = SparseArch(inputs.sparse, precision, device, first_order=True)
+        self.fields = FieldEmbeddings(arch, config.embedding_dim)
+        self.linear = FeatureLinear(len(inputs.dense))
         self.fm = FMInteraction()
         deep_in = self.fields.num_fields * config.embedding_dim + len(inputs.dense)
         self.deep = OverArch(deep_in, config.dense_layers, config.dropout, config.batch_norm)
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        fields = self.fields(sparse)  # [B, F, D]
+        embeddings, first = self.fields.arch.split(self.fields.arch(sparse))
+        fields = self.fields.from_flat(embeddings)  # [B, F, D]
         deep_in = torch.cat([fields.flatten(1), dense], dim=1)
-        return self.linear(sparse, dense) + self.fm(fields) + self.deep(deep_in)
+        return self.linear(first, dense) + self.fm(fields) + self.deep(deep_in)
 
 
 class DCNv2(RankingModel):
@@ -171,8 +180,12 @@ class FiBiNET(RankingModel):
     ) -> None:
         super().__init__(inputs, config)
         dim = config.embedding_dim
-        self.linear = FeatureLinear(inputs.sparse, len(inputs.dense), precision, device)
         self.fields = FieldEmbeddings(SparseArch(inputs.sparse, precision, device), dim)
+        # First-order weights in tables of their own, unlike the other models: sharing a row (and its
+        # row-wise Adagrad accumulator) with embeddings the bilinear layers push hard slowed them down
+        # and cost 0.013 AUC on the synthetic feed (bench/bench_models_vs_bayes.py).
+        self.first_order = SparseArch(inputs.sparse, precision, device, embeddings=False, first_order=True)
+        self.linear = FeatureLinear(len(inputs.dense))
         num_fields = self.fields.num_fields
         if num_fields < 2:
             raise ValueError("model.type fibinet needs at least two sparse features to cross")
@@ -184,10 +197,11 @@ class FiBiNET(RankingModel):
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
         fields = self.fields(sparse)  # [B, F, D]
+        first = self.first_order.first_order(self.first_order(sparse))  # [B, F]
         p = self.bilinear(fields)  # [B, P, D]
         q = self.bilinear_senet(self.senet(fields))  # [B, P, D]
         deep_in = torch.cat([p.flatten(1), q.flatten(1), dense], dim=1)
-        return self.linear(sparse, dense) + self.deep(deep_in)
+        return self.linear(first, dense) + self.deep(deep_in)
 
 
 RANKING_ZOO: dict[str, type[RankingModel]] = {

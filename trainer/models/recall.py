@@ -17,7 +17,7 @@ from recplane.api.trainjob import ModelConfig
 
 from .inputs import ModelInputs, Precision
 from .interactions import FMInteraction
-from .layers import MLP, FeatureLinear, FieldEmbeddings, SparseArch
+from .layers import MLP, FieldEmbeddings, SparseArch
 
 
 class RecallModel(nn.Module):
@@ -124,8 +124,9 @@ class FMRecall(RecallModel):
         device: torch.device | None = None,
     ) -> None:
         super().__init__(inputs, config)
-        self.fields = FieldEmbeddings(SparseArch(inputs.sparse, precision, device), config.embedding_dim)
-        self.linear = FeatureLinear(inputs.sparse, 0, precision, device)
+        arch = SparseArch(inputs.sparse, precision, device, first_order=True)
+        self.fields = FieldEmbeddings(arch, config.embedding_dim)
+        self.bias = nn.Parameter(torch.zeros(1))
         self.user_dense_linear = nn.Linear(len(self.user_dense), 1, bias=False) if self.user_dense else None
         self.item_dense_linear = nn.Linear(len(self.item_dense), 1, bias=False) if self.item_dense else None
         self.fm = FMInteraction()
@@ -134,8 +135,8 @@ class FMRecall(RecallModel):
 
     def _parts(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(user fields [B, Fu, D], item fields [B, Fi, D], user first-order [B], item first-order [B])."""
-        fields = self.fields(sparse)
-        first = self.linear.per_field(sparse)  # [B, F]
+        embeddings, first = self.fields.arch.split(self.fields.arch(sparse))
+        fields = self.fields.from_flat(embeddings)  # first: [B, F]
         user_first = first[:, self.user_mask].sum(dim=1)
         item_first = first[:, ~self.user_mask].sum(dim=1)
         if self.user_dense_linear is not None:
@@ -157,12 +158,7 @@ class FMRecall(RecallModel):
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
         user, item, user_first, item_first = self._parts(sparse, dense)
         cross = (user.sum(dim=1) * item.sum(dim=1)).sum(dim=1)
-        return cross + self.fm(user) + self.fm(item) + user_first + item_first + self.linear_bias
-
-    @property
-    def linear_bias(self) -> torch.Tensor:
-        assert self.linear.bias is not None
-        return self.linear.bias
+        return cross + self.fm(user) + self.fm(item) + user_first + item_first + self.bias
 
 
 RECALL_ZOO: dict[str, type[RecallModel]] = {"two_tower": TwoTower, "fm_recall": FMRecall}
