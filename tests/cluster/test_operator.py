@@ -201,7 +201,14 @@ def pending_pods(env: OperatorEnvironment, ns: str, job: str, count: int = 1) ->
     return wait_for(f"{count} pending pod(s) of Job {job}", check, 30)  # type: ignore[no-any-return]
 
 
-def ready_pipeline(env: OperatorEnvironment, store: Store, ns: str, models: tuple[str, ...] = ("m1",)) -> None:
+def ready_pipeline(
+    env: OperatorEnvironment,
+    store: Store,
+    ns: str,
+    models: tuple[str, ...] = ("m1",),
+    tj_spec: dict[str, Any] = TJ_SPEC,
+    timeout: float = 60,
+) -> None:
     """A Ready SampleSet `events`, FeatureSet `features` and TrainJob `ranker` with the given model versions."""
     publish(store, ns, "sampleset", "events", "ss1", {"trainRows": 900})
     publish(store, ns, "featureset", "features", "fs1", {})
@@ -211,12 +218,12 @@ def ready_pipeline(env: OperatorEnvironment, store: Store, ns: str, models: tupl
         [
             obj("SampleSet", "events", SS_SPEC),
             obj("FeatureSet", "features", FS_SPEC),
-            obj("TrainJob", "ranker", TJ_SPEC),
+            obj("TrainJob", "ranker", tj_spec),
         ],
         "-n",
         ns,
     )
-    wait_reason(env, "tj", ns, "ranker", "Succeeded")
+    wait_reason(env, "tj", ns, "ranker", "Succeeded", timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -502,9 +509,6 @@ def test_a_modeldeployment_rolls_out_new_versions_canaries_and_rolls_back(env, s
 def test_a_continuous_trainjob_announces_each_version_and_promoted_ones_roll_out_canary_first(
     env, store, operator, ns
 ) -> None:
-    publish(store, ns, "sampleset", "events", "ss1", {"trainRows": 900})
-    publish(store, ns, "featureset", "features", "fs1", {})
-
     def judged(version: str, auc: float, promoted: bool, reason: str = "") -> None:
         """What a continuous TrainJob's rank 0 does: store the version, then record its verdict."""
         publish(store, ns, "trainjob", "ranker", version, {"metrics": {"auc": auc}})
@@ -513,16 +517,7 @@ def test_a_continuous_trainjob_announces_each_version_and_promoted_ones_roll_out
 
     judged("m1", 0.74, True)
     tj_spec = {**TJ_SPEC, "continuous": {"interval": "1m"}, "promoteIf": {"maxAucDrop": 0.01}}
-    env.kubectl.apply(
-        [
-            obj("SampleSet", "events", SS_SPEC),
-            obj("FeatureSet", "features", FS_SPEC),
-            obj("TrainJob", "ranker", tj_spec),
-        ],
-        "-n",
-        ns,
-    )
-    wait_reason(env, "tj", ns, "ranker", "Succeeded", timeout=120)
+    ready_pipeline(env, store, ns, models=(), tj_spec=tj_spec, timeout=120)
     # Follows the promoted versions (the default); each new one is a canary at 25% for 15s first.
     md_spec = {"model": {"trainJobRef": {"name": "ranker"}}, "canary": {"weight": 25, "analysis": "15s"}}
     env.kubectl.apply(obj("ModelDeployment", "ranker", md_spec), "-n", ns)

@@ -26,6 +26,8 @@ from recplane.data.steps import materialize_featureset, materialize_sampleset
 from recplane.store import LocalStore, Manifest, Store
 from recplane.trainer.step import train_job
 
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' shared helpers (scrape)
+
 torch.set_num_threads(1)
 NS = "default"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
+from scrape import metric_total
 
 from recplane.api.sampleset import SampleSetSpec
 from recplane.data.samples import read_split
@@ -237,17 +237,6 @@ def _feedback(server: str, **body: Any) -> httpx.Response:
     return httpx.post(f"{server}/feedback", json=body, timeout=30)
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def _rows_of(store: Store, prefix: str, request_id: str, event: str) -> list[dict[str, Any]]:
     table = _events(store, prefix)
     return [r for r in table.to_pylist() if r["request_id"] == request_id and r["event"] == event]
@@ -329,7 +318,7 @@ def test_feedback_counts_clicks_for_the_version_that_served_the_impression(
     after = httpx.get(f"{logging_server}/metrics", timeout=10).text
 
     def delta(name: str, **labels: str) -> float:
-        return _metric(after, name, **labels) - _metric(before, name, **labels)
+        return metric_total(after, name, **labels) - metric_total(before, name, **labels)
 
     assert delta("recplane_serving_impressions_total", model_version=version) == 5
     assert delta("recplane_serving_clicks_total", model_version=version) == 1

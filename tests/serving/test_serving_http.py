@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from scrape import metric_total
 
 from recplane.data.features import FeatureProcessor
 from recplane.data.samples import read_split
@@ -167,17 +167,6 @@ def test_health_and_readiness(ranker: str) -> None:
     assert httpx.get(f"{ranker}/readyz", timeout=10).status_code == 200
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_concurrent_callers_share_forward_passes_and_metrics_count_them(
     ranker: str, serving_store: Store, ranker_manifest: Manifest, ranker_fp32: LoadedModel
 ) -> None:
@@ -192,7 +181,7 @@ def test_concurrent_callers_share_forward_passes_and_metrics_count_them(
     after = httpx.get(f"{ranker}/metrics", timeout=10).text
 
     def delta(name: str, **labels: str) -> float:
-        return _metric(after, name, **labels) - _metric(before, name, **labels)
+        return metric_total(after, name, **labels) - metric_total(before, name, **labels)
 
     assert delta("recplane_serving_requests_total", endpoint="rank", code="200", model_version=version) == 48
     assert delta("recplane_serving_requests_total", endpoint="rank", code="400", model_version=version) == 1
@@ -202,7 +191,7 @@ def test_concurrent_callers_share_forward_passes_and_metrics_count_them(
     assert requests_in_batches == 48
     assert forward_passes < 48  # some callers shared a forward pass
     assert delta("recplane_serving_batch_rows_sum", model_version=version) == 48 * 50
-    assert _metric(after, "recplane_serving_model_info", model_version=version, variant="fp32") == 1
+    assert metric_total(after, "recplane_serving_model_info", model_version=version, variant="fp32") == 1
 
 
 # ---- refusals: 4xx naming the field ------------------------------------------------------------------
