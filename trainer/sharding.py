@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
-from torchrec import EmbeddingBagCollection
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
@@ -30,6 +29,7 @@ from torchrec.distributed.types import ShardingEnv, ShardingPlan, ShardingType
 
 from .dist import DistContext
 from .errors import ShardingError
+from .models.layers import SparseArch
 
 # FBGEMM's fused (optimizer-in-backward) embedding kernels read rows in 4-column vectors.
 COLUMN_ALIGNMENT = 4
@@ -63,22 +63,20 @@ class Table:
 
 
 def embedding_tables(model: nn.Module) -> list[Table]:
-    """Every EmbeddingBagCollection table of `model`, in module order."""
+    """Every embedding table of `model` (each lives in a SparseArch), in module order."""
     out = []
-    for path, module in model.named_modules():
-        if isinstance(module, EmbeddingBagCollection):
-            owner = model.get_submodule(path.rpartition(".")[0])
-            extra = getattr(owner, "extra", 0) if any(getattr(owner, "dims", [0])) else 0
-            for cfg in module.embedding_bag_configs():
+    for path, arch in model.named_modules():
+        if isinstance(arch, SparseArch):
+            for cfg in arch.ebc.embedding_bag_configs():
                 out.append(
                     Table(
-                        module=path,
+                        module=f"{path}.ebc" if path else "ebc",
                         name=cfg.name,
                         feature=cfg.feature_names[0],
                         num_embeddings=cfg.num_embeddings,
                         embedding_dim=cfg.embedding_dim,
                         data_type=cfg.data_type.value.lower(),
-                        first_order_columns=extra,
+                        first_order_columns=arch.first_order_columns,
                     )
                 )
     return out

@@ -83,6 +83,7 @@ class SparseArch(nn.Module):
         self.feature_names = [f.name for f in features]
         self.dims = [dim or f.embedding_dim for f in features] if embeddings else [0] * len(features)
         self.extra = LINEAR_WIDTH if first_order else 0
+        self.has_embeddings = embeddings
         self.widths = [d + self.extra for d in self.dims]
         role = "emb" if embeddings else "lin"
         configs = table_configs(features, precision, role, widths=self.widths)
@@ -92,6 +93,12 @@ class SparseArch(nn.Module):
     @property
     def out_features(self) -> int:
         return sum(self.dims)
+
+    @property
+    def first_order_columns(self) -> int:
+        """Columns after each table's embedding that hold the first-order weight (0 when a table holds
+        nothing but first-order columns, as logistic regression's do)."""
+        return self.extra if self.has_embeddings else 0
 
     def forward(self, sparse: KeyedJaggedTensor) -> KeyedTensor:
         return self.ebc(sparse)
