@@ -23,6 +23,7 @@ from recplane.trainer.step import train_job
 
 torch.set_num_threads(1)
 PLANS = ("table_wise", "column_wise", "table_column_wise", "data_parallel")
+GPU_PLANS = ("row_wise", "table_wise", "data_parallel")
 
 
 class InjectedCrash(RuntimeError):
@@ -45,13 +46,15 @@ def crash_at(step: int) -> Any:
 def main(scenario: str, store_root: str, out: str) -> None:
     store = LocalStore(store_root)
     results: dict[str, Any] = {}
-    with process_group("gloo") as ctx:
-        if scenario == "plans":
-            for plan in PLANS:
+    backend = "nccl" if scenario == "gpu_plans" else "gloo"
+    with process_group(backend) as ctx:
+        if scenario in ("plans", "gpu_plans"):
+            for plan in GPU_PLANS if scenario == "gpu_plans" else PLANS:
                 # SGD keeps no per-row state, so where a table's rows and columns live changes nothing numerically.
                 doc = pdx.trainjob(
                     f"plan-{plan.replace('_', '-')}",
-                    distributed={"sharding": plan},
+                    distributed={"sharding": plan, "backend": backend},
+                    resources={"gpu": 1 if backend == "nccl" else 0},
                     optimization={
                         "sparseOptimizer": "sgd",
                         "sparseLearningRate": 1.0,

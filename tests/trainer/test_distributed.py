@@ -24,11 +24,11 @@ from recplane.trainer.step import train_job
 SCENARIOS = Path(__file__).parent / "dist_scenarios.py"
 
 
-def torchrun(scenario: str, store: LocalStore, tmp_path: Path) -> dict[str, Any]:
+def torchrun(scenario: str, store: LocalStore, tmp_path: Path, nproc: int = 2) -> dict[str, Any]:
     out = tmp_path / f"{scenario}.json"
     log = tmp_path / f"{scenario}.log"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
+        sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1",
         f"--master-port={free_port()}", str(SCENARIOS), scenario, str(store.root), str(out),
     ]  # fmt: skip
     with log.open("wb") as f:
@@ -56,6 +56,25 @@ def test_every_sharding_plan_trains_the_same_model(store: LocalStore, tmp_path: 
     user = column_wise["emb_user_id"]
     # 8 embedding columns and 4 first-order ones, in three 4-wide shards over both ranks.
     assert [s["sizes"][1] for s in user["shards"]] == [4, 4, 4] and sorted(set(user["ranks"])) == [0, 1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="row_wise sharding and nccl need a CUDA GPU")
+def test_on_gpus_row_wise_trains_the_same_model_and_stores_it_for_cpu_serving(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    runs = torchrun("gpu_plans", store, tmp_path, nproc=min(2, torch.cuda.device_count()))
+    assert set(runs) == {"row_wise", "table_wise", "data_parallel"}
+    # The stored version is plain CPU tensors: a CPU-only server loads it without a map_location.
+    reference = weights(runs["table_wise"]["uri"])
+    assert {t.device.type for t in reference.values()} == {"cpu"}
+    for plan, run in runs.items():
+        model = weights(run["uri"])
+        assert model.keys() == reference.keys()
+        for name, tensor in reference.items():
+            torch.testing.assert_close(model[name], tensor, atol=1e-4, rtol=1e-4, msg=f"{plan}: {name}")
+        recorded = json.loads((Path(run["uri"]) / "sharding_plan.json").read_text())
+        assert {p["shardingType"] for p in recorded.values()} == {plan}
+        assert run["metrics"]["auc"] > 0.5
 
 
 def test_a_restarted_job_resumes_from_its_last_checkpoint_to_the_same_model(store: LocalStore, tmp_path: Path) -> None:
