@@ -2,10 +2,11 @@
 
 A `Scorer` holds a `LoadedModel` (`recplane.trainer.export`) and the request
 validator built from its feature spec. Requests become raw rows, raw rows become
-model inputs through the FeatureSet's own `FeatureProcessor.transform_rows` (the
-transform code training used), and the model's scores come from the same
-`LoadedModel.score` offline evaluation calls: there is no serving-side copy of a
-transform or a model.
+model inputs through the FeatureSet's own encoders (`recplane.data.row_transform`
+memoises their outputs per value: the inputs `FeatureProcessor.transform_rows`
+gives, without Arrow's fixed cost per call), and the model's scores come from the
+same `LoadedModel.score` offline evaluation calls: there is no serving-side copy of
+a transform or a model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pydantic_core
 import torch
 
+from recplane.data.row_transform import RowBlock, RowTransform
 from recplane.data.tensors import to_torch
 from recplane.trainer.export import LoadedModel, load_model_version
 
@@ -89,6 +91,7 @@ class Scorer:
         self.location = location
         self.config = config
         processor = loaded.processor
+        self.transform = RowTransform(processor)
         self.validator = RequestValidator(
             rules_from_features(processor.features, processor.column_kinds),
             unknown=config.unknown_features,
@@ -128,22 +131,22 @@ class Scorer:
     # ---- scoring --------------------------------------------------------------------
     def score_rows(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
         """Scores [B] (float32) of raw rows: P(label) for ranking models, sigmoid of the logit for recall ones."""
-        if not rows:
-            return np.zeros(0, dtype=np.float32)
-        batch = to_torch(self.loaded.processor.transform_rows(rows))
+        return self.score_blocks([RowBlock.of_rows(rows)])[0]
+
+    def rank_block(self, request: RankRequest) -> RowBlock:
+        """The request's candidate rows (user and context values shared), validated. Raises RequestInvalid."""
+        return self.validator.rank_block(request)
+
+    def score_blocks(self, blocks: Sequence[RowBlock]) -> list[np.ndarray]:
+        """Scores of several requests' rows from one forward pass: one array per block, in order."""
+        sizes = [block.size for block in blocks]
+        if not sum(sizes):
+            return [np.zeros(0, dtype=np.float32) for _ in blocks]
+        batch = to_torch(self.transform(blocks))
         with torch.inference_mode():
-            return self.loaded.score(batch).numpy().astype(np.float32, copy=False)
-
-    def rank_rows(self, request: RankRequest) -> list[dict[str, Any]]:
-        """The request's candidate rows (user ∪ context ∪ candidate), validated. Raises RequestInvalid."""
-        return self.validator.rank_rows(request)
-
-    def score_groups(self, groups: Sequence[Sequence[dict[str, Any]]]) -> list[np.ndarray]:
-        """Scores of several requests' rows from one forward pass: one array per group, in order."""
-        flat = [row for group in groups for row in group]
-        scores = self.score_rows(flat)
-        bounds = np.cumsum([0, *(len(g) for g in groups)])
-        return [scores[bounds[i] : bounds[i + 1]] for i in range(len(groups))]
+            scores = self.loaded.score(batch).numpy().astype(np.float32, copy=False)
+        bounds = np.cumsum([0, *sizes])
+        return [scores[bounds[i] : bounds[i + 1]] for i in range(len(blocks))]
 
     def ranking(self, request: RankRequest, scores: np.ndarray) -> Ranking:
         """`request`'s candidates given their scores: best first, ties in request order."""
@@ -164,7 +167,7 @@ class Scorer:
 
     def rank(self, request: RankRequest) -> RankResponse:
         """Validate and score one request on its own (no batching): the in-process path."""
-        return self.ranked(request, self.score_groups([self.rank_rows(request)])[0])
+        return self.ranked(request, self.score_blocks([self.rank_block(request)])[0])
 
     def recall(self, request: RecallRequest) -> RecallResponse:
         """The top-k items of the exported item index for the request's user and context.
@@ -182,7 +185,7 @@ class Scorer:
         row = self.validator.recall_row(request)
         k = request.k or self.loaded.config.model.top_k
         exclude = {str(i) for i in request.exclude_item_ids}
-        batch = to_torch(self.loaded.processor.transform_rows([row]))
+        batch = to_torch(self.transform.rows([row]))
         with torch.inference_mode():
             user = self.loaded.user_embedding(batch).float()
             scores, ids = index.top_k(user, k + len(exclude))

@@ -50,6 +50,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from recplane.data.row_transform import RowBlock
+
 from .config import ServingConfig
 from .events import UNKNOWN_VERSION, RequestMemory, Served, event_log_from_config, id_string
 from .follow import VersionFollower, configured_target, poll_seconds
@@ -113,7 +115,7 @@ class _Job:
     """One /rank request waiting for a forward pass."""
 
     scorer: Scorer  # the version that validated the rows scores them, even if a newer one is swapped in
-    rows: list[dict[str, Any]]
+    block: RowBlock  # the candidates' rows
     enqueued: float  # time.perf_counter() when queued
 
 
@@ -267,7 +269,7 @@ class RecplaneServing:
         return self.scorer
 
     def _batcher(self) -> Callable[[_Job], Awaitable[np.ndarray | None]]:
-        """BentoML's adaptive batching dispatcher over `_score_groups`, created on first use (in the event loop)."""
+        """BentoML's adaptive batching dispatcher over `_score_blocks`, created on first use (in the event loop)."""
         if self._dispatch is None:
             dispatcher: CorkDispatcher[_Job, np.ndarray] = CorkDispatcher(
                 max_latency_in_ms=self.config.max_latency_ms,
@@ -276,10 +278,10 @@ class RecplaneServing:
                 get_batch_size=lambda _: 1,  # one request is one unit of the batch
             )
             dispatcher.optimizer = _NoIdleWait(dispatcher.max_latency)
-            self._dispatch = dispatcher(self._score_groups)
+            self._dispatch = dispatcher(self._score_blocks)
         return self._dispatch
 
-    async def _score_groups(self, jobs: Sequence[_Job]) -> list[np.ndarray]:
+    async def _score_blocks(self, jobs: Sequence[_Job]) -> list[np.ndarray]:
         """One forward pass over the rows of every merged request, on the event loop thread.
 
         Deliberately not in a worker thread: transform and forward are many short native calls that
@@ -295,10 +297,10 @@ class RecplaneServing:
             version = scorer.version
             for i in own:
                 self.metrics.batch_wait_seconds.labels(version).observe(started - jobs[i].enqueued)
-            for i, result in zip(own, scorer.score_groups([jobs[i].rows for i in own]), strict=True):
+            for i, result in zip(own, scorer.score_blocks([jobs[i].block for i in own]), strict=True):
                 scores[i] = result
             self.metrics.batch_requests.labels(version).observe(len(own))
-            self.metrics.batch_rows.labels(version).observe(sum(len(jobs[i].rows) for i in own))
+            self.metrics.batch_rows.labels(version).observe(sum(jobs[i].block.size for i in own))
             self.metrics.forward_seconds.labels(version).observe(time.perf_counter() - started)
         return [scores[i] for i in range(len(jobs))]
 
@@ -311,11 +313,11 @@ class RecplaneServing:
         """
         scorer = self._ready_scorer()
         try:
-            rows = scorer.rank_rows(request)
+            block = scorer.rank_block(request)
         except RequestInvalid as exc:
             raise _invalid("RankRequest", exc.errors) from None
-        self.metrics.candidates.labels(scorer.version).observe(len(rows))
-        scores = await self._batcher()(_Job(scorer, rows, time.perf_counter()))
+        self.metrics.candidates.labels(scorer.version).observe(block.size)
+        scores = await self._batcher()(_Job(scorer, block, time.perf_counter()))
         if scores is None:  # the dispatcher gave up on the request (its fallback raises; this is belt and braces)
             _overloaded()
         if not request.request_id:  # feedback names the impression by it
@@ -404,7 +406,7 @@ class RecplaneServing:
 
     @bentoml.api
     async def recall(self, request: RecallRequest, /) -> RecallResponse:
-        """The top `k` items of the item index for `user` in `context` (inline, for the reason in _score_groups)."""
+        """The top `k` items of the item index for `user` in `context` (inline, for the reason in _score_blocks)."""
         scorer = self._ready_scorer()
         try:
             return scorer.recall(request)

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from recplane.data.row_transform import RowBlock
+
 from .schemas import ITEM_ID, RankRequest, RecallRequest
 
 ColumnKind = Literal["id", "number", "ids"]
@@ -42,6 +44,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 _FLOAT32_MAX = 3.4028234663852886e38
 _NOTHING: frozenset[str] = frozenset()
 _ITEM_ID_ONLY = frozenset((ITEM_ID,))
+_ITEM_ID_TYPES = {str, int}
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class _Errors:
 
 
 class RequestValidator:
-    """Turns validated request bodies into rows of raw values for `FeatureProcessor.transform_rows`."""
+    """Turns validated request bodies into rows of raw values for the feature transform."""
 
     def __init__(
         self,
@@ -153,6 +156,24 @@ class RequestValidator:
     # ---- public ---------------------------------------------------------------------
     def rank_rows(self, request: RankRequest) -> list[dict[str, Any]]:
         """One row per candidate: user ∪ context ∪ candidate values. Raises RequestInvalid."""
+        shared, candidates = self._rank_values(request)
+        return [{**shared, **values} for values in candidates]
+
+    def rank_block(self, request: RankRequest) -> RowBlock:
+        """The rows of `rank_rows` as a block: user ∪ context values shared, candidates' values column-wise.
+        Raises RequestInvalid."""
+        candidates = request.candidates
+        if len(candidates) <= self.max_candidates:
+            errors = _Errors()
+            shared = self._shared(request.user, request.context, errors)
+            columns = None if errors.items else self._plain_columns(candidates, shared)
+            if columns is not None:
+                return RowBlock(len(candidates), shared, columns)
+        shared, values = self._rank_values(request)  # the value by value checks, which name each problem
+        return RowBlock.of_rows(values, shared)
+
+    def _rank_values(self, request: RankRequest) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(user ∪ context values, each candidate's own values). Raises RequestInvalid."""
         errors = _Errors()
         if len(request.candidates) > self.max_candidates:
             errors.add(
@@ -162,19 +183,15 @@ class RequestValidator:
                 "too_long",
             )
             raise RequestInvalid(errors.items)
-        shared = self._section(request.user, ("user",), errors)
-        context = self._section(request.context, ("context",), errors)
-        for key in shared.keys() & context.keys():
-            errors.add(("context", key), f"{key!r} is also given in user; give each column once", "duplicate_key")
-        shared.update(context)
-        rows = []
+        shared = self._shared(request.user, request.context, errors)
+        candidates = []
         for i, candidate in enumerate(request.candidates):
             if errors.full:
                 break
-            rows.append(self._candidate(candidate, i, shared, errors))
+            candidates.append(self._candidate(candidate, i, shared, errors))
         if errors.items:
             raise RequestInvalid(errors.items)
-        return rows
+        return shared, candidates
 
     def recall_row(self, request: RecallRequest) -> dict[str, Any]:
         """The user ∪ context row of a recall request. Raises RequestInvalid."""
@@ -185,16 +202,57 @@ class RequestValidator:
                 f"{request.k} is more than the limit of {self.max_recall_k} (RECPLANE_SERVE_MAX_RECALL_K)",
                 "too_big",
             )
-        row = self._section(request.user, ("user",), errors)
-        context = self._section(request.context, ("context",), errors)
-        for key in row.keys() & context.keys():
-            errors.add(("context", key), f"{key!r} is also given in user; give each column once", "duplicate_key")
-        row.update(context)
+        row = self._shared(request.user, request.context, errors)
         if errors.items:
             raise RequestInvalid(errors.items)
         return row
 
     # ---- parts ----------------------------------------------------------------------
+    def _shared(self, user: dict[str, Any], context: dict[str, Any], errors: _Errors) -> dict[str, Any]:
+        """The user ∪ context values."""
+        shared = self._section(user, ("user",), errors)
+        values = self._section(context, ("context",), errors)
+        for key in shared.keys() & values.keys():
+            errors.add(("context", key), f"{key!r} is also given in user; give each column once", "duplicate_key")
+        shared.update(values)
+        return shared
+
+    def _plain_columns(self, candidates: list[dict[str, Any]], shared: dict[str, Any]) -> dict[str, list[Any]] | None:
+        """The candidates' values column by column when every one fits its column as it is (the common
+        case: ids as strings or integers, finite numbers), checked a column at a time; else None, and the
+        value by value checks decide (and name what is wrong)."""
+        names = set().union(*candidates)
+        if ITEM_ID not in names or not shared.keys().isdisjoint(names):
+            return None
+        columns = {}
+        for name in names:
+            values = [c.get(name) for c in candidates]
+            kinds = set(map(type, values))
+            if name == ITEM_ID:
+                if not kinds <= _ITEM_ID_TYPES:  # also a candidate without one (None)
+                    return None
+                if name not in self.rules:  # the candidate's identity only, no model input
+                    continue
+            if not self._fits_as_is(name, values, kinds):
+                return None
+            columns[name] = values
+        return columns
+
+    def _fits_as_is(self, name: str, values: list[Any], kinds: set[type]) -> bool:
+        present = values
+        if type(None) in kinds:
+            kinds = kinds - {type(None)}
+            present = [v for v in values if v is not None]
+        if not kinds:
+            return name in self.rules  # only missing values, of a known column
+        if kinds == {str}:
+            return name in self._plain_strings
+        if kinds == {int}:
+            return name in self._plain_ints and _INT64[0] <= min(present) and max(present) <= _INT64[1]
+        if kinds == {float}:  # the comparisons are False for NaN
+            return name in self._plain_floats and all(-_FLOAT32_MAX <= v <= _FLOAT32_MAX for v in present)
+        return False
+
     def _candidate(
         self, candidate: dict[str, Any], index: int, shared: dict[str, Any], errors: _Errors
     ) -> dict[str, Any]:
@@ -215,7 +273,7 @@ class RequestValidator:
                 errors.add(
                     (*loc, key), f"{key!r} is also given in user or context; give each column once", "duplicate_key"
                 )
-        return {**shared, **values}
+        return values
 
     def _section(
         self, values: dict[str, Any], loc: Loc, errors: _Errors, skip: frozenset[str] = frozenset()

@@ -542,7 +542,17 @@ class FeatureProcessor:
 
     @property
     def input_schema(self) -> pa.Schema:
-        return pa.schema([(c, _KINDS[self.column_kinds[c]]) for c in self.input_columns])
+        return pa.schema([(c, self.column_type(c)) for c in self.input_columns])
+
+    def column_type(self, column: str) -> pa.DataType:
+        """The Arrow type raw values of an input column are converted to (the training column's kind)."""
+        return _KINDS[self.column_kinds[column]]
+
+    @property
+    def encoders(self) -> tuple[list[tuple[SparseFeature, _SparseEncoder]], list[tuple[str, str, _DenseEncoder]]]:
+        """The per-feature encoders `transform` runs: (sparse feature, encoder) in key order, and
+        (feature name, column, encoder) of the dense features in `dense_features` order."""
+        return self._sparse, self._dense
 
     @property
     def stats(self) -> list[dict[str, Any]]:
@@ -617,7 +627,7 @@ class FeatureProcessor:
         arrays = {}
         for c in [*self.input_columns, *(x for x in (self.label_column, self.weight_column) if x)]:
             if c in self.column_kinds:
-                t = _KINDS[self.column_kinds[c]]
+                t = self.column_type(c)
             elif any(c in r for r in rows):
                 t = pa.float32()
             else:
@@ -682,7 +692,12 @@ class FeatureProcessor:
 
 
 def _column_from_rows(rows: Sequence[Mapping[str, Any]], name: str, t: pa.DataType) -> pa.Array:
-    values = [r.get(name) for r in rows]
+    return column_from_values([r.get(name) for r in rows], name, t)
+
+
+def column_from_values(values: list[Any], name: str, t: pa.DataType) -> pa.Array:
+    """Raw values of column `name` (row i is `values[i]`) as an Arrow array of type `t`, converting
+    what converts (e.g. "7" for an int column); a DataError names the first row that does not."""
     try:
         return pa.array(values, type=t)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):

@@ -152,6 +152,47 @@ def test_whatever_passes_validation_transforms_without_error(processor: FeatureP
     assert accepted > 40  # the sample exercised the accepting path, not only refusals
 
 
+def _present(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if v is not None}  # a null and an absent key are both missing
+
+
+def test_the_column_wise_checks_accept_refuse_and_convert_as_the_value_by_value_ones(
+    processor: FeatureProcessor,
+) -> None:
+    """`rank_block` checks the common request a column at a time; whatever it sends in must be what
+    `rank_rows` would, and what it refuses must carry the same errors."""
+    rng = random.Random(1)
+    validator = _validator(processor)
+    columns = [c for c in processor.input_columns if c not in USER and c not in CONTEXT]
+    outcomes = {"accepted": 0, "refused": 0}
+    for _ in range(400):
+        picked = rng.sample(columns, 2)
+        candidates = []
+        for _ in range(rng.randint(1, 4)):
+            candidate: dict[str, Any] = {"item_id": rng.choice(["i1", "i2", 5, 2**70, None, True])}
+            for column in picked:
+                if rng.random() < 0.8:  # the same column, some candidates without it
+                    odd = rng.random() < 0.3
+                    candidate[column] = rng.choice(_ODD_VALUES) if odd else rng.choice(["t1", 3, 2.5, None])
+            candidates.append(candidate)
+        request = _rank(candidates)
+        try:
+            rows = validator.rank_rows(request)
+        except RequestInvalid as refused:
+            with pytest.raises(RequestInvalid) as again:
+                validator.rank_block(request)
+            assert again.value.errors == refused.errors
+            outcomes["refused"] += 1
+            continue
+        block = validator.rank_block(request)
+        assert block.size == len(rows)
+        expanded = [{**block.shared, **{c: v[i] for c, v in block.columns.items()}} for i in range(block.size)]
+        expected = [_present({k: v for k, v in r.items() if k in validator.rules}) for r in rows]
+        assert [_present(r) for r in expanded] == expected
+        outcomes["accepted"] += 1
+    assert min(outcomes.values()) > 40, outcomes
+
+
 @pytest.mark.parametrize(
     ("column", "value", "accepted"),
     [
