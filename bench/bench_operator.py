@@ -11,8 +11,9 @@ version in the store (kwok completes the workers at once); every
 ModelDeployment serves the version of one Ready TrainJob.
 
 Prints:
-* time from the create request until every child exists (TrainJob: Job + workers
-  Service; ModelDeployment: Deployment + Service + HorizontalPodAutoscaler), and
+* time from the create request until every child exists (TrainJob: its Job, one
+  worker needing no Service; ModelDeployment: Deployment + Service +
+  HorizontalPodAutoscaler), and
   until every resource is Succeeded / Serving;
 * p50 / p99 reconcile latency, from the operator's own histogram;
 * API requests per reconcile, from the operator's own counter (its reconcilers),
@@ -200,7 +201,7 @@ def main() -> None:
         applied = time.monotonic() - started
         want = {
             "jobs": before_children["jobs"] + args.count,
-            "services": before_children["services"] + 2 * args.count,
+            "services": before_children["services"] + args.count,  # the deployments' (one worker: no Service)
             "deployments": before_children["deployments"] + args.count,
             "hpa": before_children["hpa"] + args.count,
         }

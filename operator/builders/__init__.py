@@ -6,7 +6,7 @@ checked without a cluster (tests/operator/).
 
 from recplane.operator.builders.serving import ModelRef, ServingPlan, build_serving
 from recplane.operator.builders.steps import StepRun, build_step
-from recplane.operator.builders.training import TrainingRun, build_training, build_workers_service
+from recplane.operator.builders.training import TrainingRun, build_training, build_workers_service, worker_count
 
 __all__ = [
     "ModelRef",
@@ -17,4 +17,5 @@ __all__ = [
     "build_step",
     "build_training",
     "build_workers_service",
+    "worker_count",
 ]

@@ -3,7 +3,8 @@
 Each worker runs `torchrun` over `recplane step train`. Rendezvous is static:
 worker 0 of the attempt is the master, reached through the headless Service
 (`<job>-0.<service>.<namespace>.svc`); the node rank is the pod's completion
-index. Gang semantics: all N pods are created together (parallelism =
+index. A single worker meets its processes on 127.0.0.1 and gets no Service: one
+object less to create, and no endpoints for the cluster to keep. Gang semantics: all N pods are created together (parallelism =
 completions = N) and the Job has no retries of its own (backoffLimit 0), so one
 failed worker fails the attempt and the operator restarts the whole group as the
 next attempt, which resumes from the run's last checkpoint.
@@ -55,6 +56,10 @@ def training_key(resource: Mapping[str, Any], feature_set_version: str | None) -
     return run_key("TrainJob", spec, ignore=NOT_IN_RUN_KEY)
 
 
+def worker_count(resource: Mapping[str, Any]) -> int:
+    return int(((resource.get("spec") or {}).get("distributed") or {}).get("workers", 1))
+
+
 def build_workers_service(resource: Mapping[str, Any], config: OperatorConfig) -> Obj:
     """Headless Service giving each worker a stable DNS name; lists pods before they are ready
     because rendezvous happens before readiness."""
@@ -96,7 +101,7 @@ def build_training(
         {names.RUN_LABEL: key, names.ATTEMPT_LABEL: str(attempt), names.ROLE_LABEL: "worker", **config.extra_labels},
     )
     owner = names.owner_key("TrainJob", name)
-    master = f"{jname}-0.{svc}.{namespace}.svc"
+    master = f"{jname}-0.{svc}.{namespace}.svc" if workers > 1 else "127.0.0.1"
 
     env: list[Obj] = [
         {"name": "MASTER_ADDR", "value": master},
@@ -144,7 +149,7 @@ def build_training(
         # torch's DataLoader workers and gloo share tensors through /dev/shm.
         [common.spec_volume(jname), common.scratch_volume("dshm", memory=True)],
         "Never",
-        subdomain=svc,
+        **({"subdomain": svc} if workers > 1 else {}),
         **common.scheduling(spec),
     )
     job: Obj = {

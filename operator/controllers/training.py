@@ -1,4 +1,4 @@
-"""TrainJob: the workers' Service, one Indexed Job per attempt, group restarts with back-off.
+"""TrainJob: the workers' Service (several workers), one Indexed Job per attempt, group restarts with back-off.
 
 Restarts are counted from the cluster, not from memory: attempt k of a run is the
 Job labelled `recplane.io/attempt=k`, so after an operator restart the count is
@@ -14,7 +14,7 @@ from typing import Any
 
 from recplane.operator import artifacts as art
 from recplane.operator import names, refs
-from recplane.operator.builders import build_training, build_workers_service
+from recplane.operator.builders import build_training, build_workers_service, worker_count
 from recplane.operator.builders.common import owned_by
 from recplane.operator.builders.training import training_key
 from recplane.operator.controllers import jobs as jobs_
@@ -90,7 +90,7 @@ def _reconcile(ctx: Context, obj: Obj, retry: int, full: bool) -> tuple[Verdict,
     existing = ctx.children("Job", obj)
     attempts = sorted((j for j in existing if j["metadata"]["labels"].get(names.RUN_LABEL) == key), key=_attempt)
     cleanup_superseded(ctx, [j for j in existing if j not in attempts], namespace)
-    if full and attempts:  # and with every new attempt (see _start)
+    if full and attempts and worker_count(obj) > 1:  # and with every new attempt (see _start)
         ctx.kube.apply(build_workers_service(obj, ctx.config))
 
     workers = int((spec.get("distributed") or {}).get("workers", 1))
@@ -191,5 +191,6 @@ def _reconcile(ctx: Context, obj: Obj, retry: int, full: bool) -> tuple[Verdict,
 
 def _start(ctx: Context, obj: Obj, feature_set_version: str | None, attempt: int) -> None:
     run = build_training(obj, ctx.config, feature_set_version, attempt)
-    ctx.kube.apply(build_workers_service(obj, ctx.config))
+    if worker_count(obj) > 1:
+        ctx.kube.apply(build_workers_service(obj, ctx.config))
     create_job(ctx, run.job, run.configmap)

@@ -162,6 +162,15 @@ def test_workers_get_torchrun_rendezvous_through_the_headless_service(make) -> N
     assert args[args.index("--no-python") + 1 :] == ["recplane", "step", "train", "--spec", "/etc/recplane/spec.yaml"]
 
 
+def test_a_single_worker_meets_its_processes_on_localhost_without_a_service(make) -> None:
+    spec = {**make("TrainJob", "solo")["spec"], "distributed": {"workers": 1, "procsPerWorker": 4}}
+    tj = make("TrainJob", "solo", spec=spec)
+    pod = build_training(tj, CONFIG, "fsv1", 0).job["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MASTER_ADDR"] == "127.0.0.1" and (env["NNODES"], env["WORLD_SIZE"]) == ("1", "4")
+    assert "subdomain" not in pod
+
+
 def test_attempts_of_one_run_share_the_run_key_and_differ_by_name(make) -> None:
     tj = make("TrainJob", "ranker")
     first, second = build_training(tj, CONFIG, "fs", 0), build_training(tj, CONFIG, "fs", 1)
