@@ -4,10 +4,11 @@ Each worker runs `torchrun` over `recplane step train`. Rendezvous is static:
 worker 0 of the attempt is the master, reached through the headless Service
 (`<job>-0.<service>.<namespace>.svc`); the node rank is the pod's completion
 index. A single worker meets its processes on 127.0.0.1 and gets no Service: one
-object less to create, and no endpoints for the cluster to keep. Gang semantics: all N pods are created together (parallelism =
-completions = N) and the Job has no retries of its own (backoffLimit 0), so one
-failed worker fails the attempt and the operator restarts the whole group as the
-next attempt, which resumes from the run's last checkpoint.
+object less to create, and no endpoints for the cluster to keep. Gang semantics:
+all N pods are created together (parallelism = completions = N) and the Job has
+no retries of its own (backoffLimit 0), so one failed worker fails the attempt and
+the operator restarts the whole group as the next attempt, which resumes from the
+run's last checkpoint.
 """
 
 from __future__ import annotations
