@@ -166,6 +166,11 @@ class FieldEmbeddings(nn.Module):
     def forward(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
         return self.from_flat(self.arch.ordered(self.arch(sparse)))
 
+    def with_first_order(self, sparse: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fields [B, F, D], first-order weights [B, F]) from one lookup (the arch needs `first_order=True`)."""
+        embeddings, first = self.arch.split(self.arch(sparse))
+        return self.from_flat(embeddings), first
+
     def from_flat(self, embeddings: torch.Tensor) -> torch.Tensor:
         """[B, sum of D_f] (`SparseArch.split`'s first part) -> [B, F, D]."""
         if self.uniform:

@@ -68,8 +68,8 @@ class FM(RankingModel):
         self.fm = FMInteraction()
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        embeddings, first = self.fields.arch.split(self.fields.arch(sparse))
-        return self.linear(first, dense) + self.fm(self.fields.from_flat(embeddings))
+        fields, first = self.fields.with_first_order(sparse)
+        return self.linear(first, dense) + self.fm(fields)
 
 
 class FFM(RankingModel):
@@ -140,8 +140,7 @@ class DeepFM(RankingModel):
         self.deep = OverArch(deep_in, config.dense_layers, config.dropout, config.batch_norm)
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        embeddings, first = self.fields.arch.split(self.fields.arch(sparse))
-        fields = self.fields.from_flat(embeddings)  # [B, F, D]
+        fields, first = self.fields.with_first_order(sparse)  # [B, F, D], [B, F]
         deep_in = torch.cat([fields.flatten(1), dense], dim=1)
         return self.linear(first, dense) + self.fm(fields) + self.deep(deep_in)
 

@@ -135,8 +135,7 @@ class FMRecall(RecallModel):
 
     def _parts(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(user fields [B, Fu, D], item fields [B, Fi, D], user first-order [B], item first-order [B])."""
-        embeddings, first = self.fields.arch.split(self.fields.arch(sparse))
-        fields = self.fields.from_flat(embeddings)  # first: [B, F]
+        fields, first = self.fields.with_first_order(sparse)  # [B, F, D], [B, F]
         user_first = first[:, self.user_mask].sum(dim=1)
         item_first = first[:, ~self.user_mask].sum(dim=1)
         if self.user_dense_linear is not None:
