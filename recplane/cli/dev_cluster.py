@@ -19,7 +19,7 @@ StateDir = typer.Option(
     None,
     "--state-dir",
     envvar="RECPLANE_STATE_DIR",
-    help="Where pids, logs, kubeconfig and data live [default: ~/.local/state/recplane/dev-cluster].",
+    help="Where pids, logs, kubeconfig and data live (default: ~/.local/state/recplane/dev-cluster).",
 )
 
 

@@ -28,7 +28,7 @@ class Format(str, Enum):
 StoreOption = Annotated[
     str | None,
     typer.Option(
-        "--store", help="Artifact store: a directory or s3://bucket [default: $RECPLANE_STORE, else .recplane/store]."
+        "--store", help="Artifact store: a directory or s3://bucket (default: $RECPLANE_STORE, else .recplane/store)."
     ),
 ]
 NamespaceOption = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the FeatureSets.")]
@@ -121,7 +121,7 @@ def _number(value: Any, percent: bool = False) -> str:
 @reports_errors
 def describe(
     name: Annotated[str, typer.Argument(help="FeatureSet name.")],
-    version: Annotated[str | None, typer.Option("--version", help="A stored version [default: the latest].")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="A stored version (default: the latest).")] = None,
     store: StoreOption = None,
     namespace: NamespaceOption = "default",
     output: OutputOption = Format.table,

@@ -56,13 +56,13 @@ def serve(
     variant: Annotated[
         str | None,
         typer.Option(
-            "--variant", help="fp32 or int8 [default: $RECPLANE_MODEL_VARIANT, else fp32].", show_default=False
+            "--variant", help="fp32 or int8 (default: $RECPLANE_MODEL_VARIANT, else fp32).", show_default=False
         ),
     ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", min=1, help="Server processes [default: $RECPLANE_SERVE_WORKERS, else 1].", show_default=False
+            "--workers", min=1, help="Server processes (default: $RECPLANE_SERVE_WORKERS, else 1).", show_default=False
         ),
     ] = None,
     access_log: Annotated[

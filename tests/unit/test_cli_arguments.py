@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+from rich.text import Text
 from typer.testing import CliRunner
 
 from recplane.api import KINDS
@@ -139,3 +143,21 @@ def test_every_verb_documents_the_exit_codes(verb: str) -> None:
 def test_shell_completion_is_offered() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert "--install-completion" in result.output
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    yield path, command
+    for name, sub in (getattr(command, "commands", None) or {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_option_help_shows_in_full_in_help_output() -> None:
+    """Rich reads `[...]` in a help text as markup and drops it, so `[default: x]` would vanish from
+    `--help` and leave a stray " ." behind; defaults are written `(default: x)`."""
+    for path, command in _commands(typer.main.get_command(app)):
+        for param in command.params:
+            help_text = getattr(param, "help", None) or ""
+            where = f"`recplane {' '.join(path)}` {param.opts[0]}"
+            assert Text.from_markup(help_text).plain == help_text, f"{where}: {help_text!r}"
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert "fp32 or int8 (default: $RECPLANE_MODEL_VARIANT, else fp32)." in result.output
