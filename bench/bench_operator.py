@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,29 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
             return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
         lower_bound, lower_count = bound, count
     return buckets[-1][0]
+
+
+def label(key: str, name: str) -> str:
+    return key.split(f'{name}="', 1)[1].split('"', 1)[0]
+
+
+def histogram_by(samples: dict[str, float], name: str) -> dict[str, dict[float, float]]:
+    """Cumulative histogram buckets {label value: {upper bound: count}} from `..._bucket` samples."""
+    out: dict[str, dict[float, float]] = {}
+    for key, value in samples.items():
+        bound = label(key, "le")
+        le = math.inf if bound == "+Inf" else float(bound)
+        series = out.setdefault(label(key, name), {})
+        series[le] = series.get(le, 0.0) + value
+    return out
+
+
+def merged(histograms: Iterable[dict[float, float]]) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for series in histograms:
+        for le, count in series.items():
+            out[le] = out.get(le, 0.0) + count
+    return out
 
 
 def delta(after: dict[str, float], before: dict[str, float], prefix: str) -> dict[str, float]:
@@ -228,21 +252,15 @@ def main() -> None:
             by_source[source] = by_source.get(source, 0.0) + value
         reconciles = sum(delta(metrics_after, metrics_before, "recplane_operator_reconciles_total").values())
         requests = sum(delta(metrics_after, metrics_before, "recplane_operator_api_requests_total").values())
-        buckets: dict[float, float] = {}
-        for key, value in delta(
-            metrics_after, metrics_before, "recplane_operator_reconcile_duration_seconds_bucket"
-        ).items():
-            bound = key.split('le="', 1)[1].split('"', 1)[0]
-            le = math.inf if bound == "+Inf" else float(bound)
-            buckets[le] = buckets.get(le, 0.0) + value
-        pairs = list(buckets.items())
-        api_buckets: dict[float, float] = {}
-        for key, value in delta(
-            metrics_after, metrics_before, "recplane_operator_api_request_duration_seconds_bucket"
-        ).items():
-            bound = key.split('le="', 1)[1].split('"', 1)[0]
-            le = math.inf if bound == "+Inf" else float(bound)
-            api_buckets[le] = api_buckets.get(le, 0.0) + value
+        reconcile_buckets = histogram_by(
+            delta(metrics_after, metrics_before, "recplane_operator_reconcile_duration_seconds_bucket"), "kind"
+        )
+        pairs = list(merged(reconcile_buckets.values()).items())
+        api_buckets = merged(
+            histogram_by(
+                delta(metrics_after, metrics_before, "recplane_operator_api_request_duration_seconds_bucket"), "verb"
+            ).values()
+        )
         by_kind: dict[str, float] = {}
         for key, value in delta(metrics_after, metrics_before, "recplane_operator_reconciles_total").items():
             kind = key.split('kind="', 1)[1].split('"', 1)[0]
@@ -257,6 +275,11 @@ def main() -> None:
             "triggers_by_source": {k: int(v) for k, v in sorted(by_source.items())},
             "reconcile_p50_seconds": round(histogram_quantile(0.5, pairs), 3),
             "reconcile_p99_seconds": round(histogram_quantile(0.99, pairs), 3),
+            "reconcile_p50_p99_seconds_by_kind": {
+                kind: [round(histogram_quantile(q, list(b.items())), 3) for q in (0.5, 0.99)]
+                for kind, b in sorted(reconcile_buckets.items())
+                if sum(b.values())
+            },
             "api_requests_per_reconcile": round(requests / max(reconciles, 1), 2),
             "api_request_p50_seconds": round(histogram_quantile(0.5, list(api_buckets.items())), 3),
             "api_request_p99_seconds": round(histogram_quantile(0.99, list(api_buckets.items())), 3),

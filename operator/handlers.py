@@ -36,6 +36,7 @@ from recplane.operator.cache import (
 from recplane.operator.config import OperatorConfig
 from recplane.operator.controllers import Context
 from recplane.operator.controllers import jobs as jobs_
+from recplane.operator.controllers.base import WRITES_PER_RECONCILE
 from recplane.operator.events import EventPoster
 from recplane.operator.kube import ApiError, Kube, api_client
 from recplane.operator.metrics import Metrics, default_metrics
@@ -88,8 +89,10 @@ async def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> 
     settings.peering.lifetime = memo.peering_lifetime
 
     metrics: Metrics = memo.metrics
-    # Reconciles run on the worker threads and in kopf's executor (change handlers): a connection each.
-    kube = Kube(api_client(memo.kubeconfig, pool_size=2 * config.workers + 4), on_request=metrics.on_request)
+    # Reconciles run on the worker threads and in kopf's executor (change handlers), each with up to
+    # WRITES_PER_RECONCILE requests in flight: a connection each, so none is opened and dropped.
+    pool_size = 2 * config.workers * WRITES_PER_RECONCILE + 4
+    kube = Kube(api_client(memo.kubeconfig, pool_size=pool_size), on_request=metrics.on_request)
     events = EventPoster(kube).start()
     ctx = Context(kube=kube, artifacts=Artifacts.from_env(), config=config, events=events, cache=memo.cache)
     runner = Runner(reconciler(ctx), metrics)

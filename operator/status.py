@@ -130,8 +130,10 @@ def build_status(
 
 
 def event_due(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """An Event is posted when the phase, readiness or reason changes, never for a repeat."""
-    return summary(previous) != summary(new)
+    """An Event is posted when readiness or the reason changes, never for a repeat. A new phase under
+    the same reason (a TrainJob's workers going from Pending to Running while it trains) is progress
+    the status shows, not news: one Event fewer per resource for the API server to store."""
+    return summary(previous)[1:] != summary(new)[1:]
 
 
 def event_type(verdict: Verdict) -> str:

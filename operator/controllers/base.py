@@ -3,13 +3,15 @@ writing status (only when it changed, only over the version that was read)."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from recplane.api import API_VERSION, KINDS
 from recplane.api.crd import openapi_schema
@@ -31,6 +33,9 @@ CONFLICT_RETRIES = 5
 STATUS_OWN_FIELDS = frozenset({"phase", "conditions", "observedGeneration", "kopf"})
 """Status fields `status.build_status` computes; the rest are the kind's own."""
 SECRET_TTL = 30.0
+WRITES_PER_RECONCILE = 3
+"""The most writes one reconcile sends side by side (a ModelDeployment's Deployment, Service, autoscaler)."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,6 +48,22 @@ class Context:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _secrets: dict[str, tuple[float, bool]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _writers: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Enough for every reconcile worker (kopf's and the runner's) to have all its writes in flight.
+        workers = WRITES_PER_RECONCILE * 2 * self.config.workers
+        self._writers = ThreadPoolExecutor(workers, thread_name_prefix="recplane-write")
+
+    def concurrently(self, tasks: Mapping[str, Callable[[], T]]) -> dict[str, T]:
+        """Results of independent requests (a ModelDeployment's Deployment, Service and autoscaler),
+        sent side by side: a reconcile then takes as long as its slowest write, not their sum, which
+        counts when the API server is busy. Waits for all of them; the first error is raised."""
+        if len(tasks) < 2:
+            return {key: task() for key, task in tasks.items()}
+        futures = {key: self._writers.submit(contextvars.copy_context().run, task) for key, task in tasks.items()}
+        wait(futures.values())
+        return {key: future.result() for key, future in futures.items()}
 
     def resource(self, kind: str, namespace: str, name: str) -> Obj | None:
         """A recplane resource: as last seen by the watches, else read from the API server."""

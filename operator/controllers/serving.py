@@ -11,7 +11,8 @@ any other).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -190,25 +191,22 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
 
     plan = build_serving(obj, ctx.config, stable, canary, weight)
     stable_dep = stable_name(name)
-    created = False
-    if stable_dep not in existing:
-        # Created at the autoscaler's minimum, by a plain create: later applies leave `replicas` out, and
-        # the field stays with the creator (then the autoscaler) instead of falling back to 1.
-        first = copy.deepcopy(next(o for o in plan.apply if o["kind"] == "Deployment"))
-        first["spec"]["replicas"] = plan.min_replicas
-        made = ctx.kube.create(first, field_manager=CREATE_MANAGER)
-        created = made is not None
-        # Already there: the watch has not shown it to us yet.
-        live = made if made is not None else ctx.kube.get("apps/v1", "Deployment", namespace, stable_dep)
-        if live is not None:
-            existing[stable_dep] = live
-    applied: dict[str, Obj] = {}
+    first = stable_dep not in existing
+
+    def deployment(desired: Obj) -> Obj:
+        live = existing.get(desired["metadata"]["name"])
+        if live is None and desired["metadata"]["name"] == stable_dep:
+            live = _create_stable(ctx, desired, plan.min_replicas)
+        return apply_if_changed(ctx, desired, live)
+
+    writes: dict[str, Callable[[], Obj]] = {}
     for desired in plan.apply:
         key = desired["metadata"]["name"] + "/" + desired["kind"]
         if desired["kind"] == "Deployment":
-            applied[key] = apply_if_changed(ctx, desired, existing.get(desired["metadata"]["name"]))
-        elif full or created:  # Service and autoscaler follow the spec alone: applied when it changes
-            applied[key] = ctx.kube.apply(desired)
+            writes[key] = functools.partial(deployment, desired)
+        elif full or first:  # Service and autoscaler follow the spec alone: applied when it changes
+            writes[key] = functools.partial(ctx.kube.apply, desired)
+    applied = ctx.concurrently(writes)
     for api_version, del_kind, del_name in plan.delete:
         if del_name in existing:
             ctx.kube.delete(api_version, del_kind, namespace, del_name, uid=existing[del_name]["metadata"]["uid"])
@@ -225,6 +223,19 @@ def reconcile_serving(ctx: Context, obj: Obj, retry: int, full: bool = True) -> 
     verdict, fields = _verdict(ctx, obj, rollout, policy, weight, found.problem, applied, fields, now)
     notices = serving_notices(previous, fields, weight, policy)
     return (replace(verdict, notices=notices) if notices else verdict), fields
+
+
+def _create_stable(ctx: Context, desired: Obj, min_replicas: int) -> Obj | None:
+    """Create the stable Deployment at the autoscaler's minimum, by a plain create: later applies leave
+    `replicas` out, and the field stays with the creator (then the autoscaler) instead of falling back
+    to 1. One that exists already (the watch has not shown it to us yet) is read instead."""
+    first = copy.deepcopy(desired)
+    first["spec"]["replicas"] = min_replicas
+    made = ctx.kube.create(first, field_manager=CREATE_MANAGER)
+    if made is not None:
+        return made
+    meta_ = desired["metadata"]
+    return ctx.kube.get("apps/v1", "Deployment", meta_["namespace"], meta_["name"])  # type: ignore[no-any-return]
 
 
 def _verdict(

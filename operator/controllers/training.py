@@ -43,6 +43,9 @@ def _seconds_since(stamp: str | None, now: datetime) -> float:
 
 def reconcile_training(ctx: Context, obj: Obj, retry: int, full: bool = True) -> tuple[Verdict, Obj]:
     verdict, fields = _reconcile(ctx, obj, retry, full)
+    spec = obj.get("spec") or {}
+    if not (spec.get("continuous") or spec.get("promoteIf")):
+        return verdict, fields  # every version is promoted: the Succeeded Event names it already
     before = (obj.get("status") or {}).get("versions") or []
     notices = version_notices(before, fields.get("versions") or [])
     return (replace(verdict, notices=verdict.notices + notices) if notices else verdict), fields

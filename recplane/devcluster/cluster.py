@@ -313,6 +313,10 @@ class DevCluster:
             f"--secure-port={port}",
             "--leader-elect=false",
             "--profiling=false",
+            # As kwokctl runs them: the default client limit (20 requests/s per controller) would
+            # make the simulated control plane, not the API server, the bottleneck under load.
+            "--kube-api-qps=5000",
+            "--kube-api-burst=10000",
         ]
 
     def _controller_manager_args(self, kcm: Path, ports: Mapping[str, int]) -> list[str]:

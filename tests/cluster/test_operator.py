@@ -451,6 +451,11 @@ def test_a_trainjob_reflects_the_model_versions_rank_0_stored(env, store, operat
     assert [v["version"] for v in st["versions"]] == ["m1", "m2"]
     assert st["featureSetVersion"] == "fs1"
     assert env.kubectl("get", "tj", "-n", ns).stdout.split("\n")[1].split()[1:5] == ["Succeeded", "True", "fm", "m2"]
+    # Without a promotion rule every version is promoted: the Succeeded Event names the version, and
+    # there is no VersionPromoted Event per version beside it.
+    wait_for("the Succeeded Event", lambda: event_messages(env, ns, "ranker", "Succeeded"), 30)
+    assert event_messages(env, ns, "ranker", "Succeeded") == ["model version m2 stored"]
+    assert event_messages(env, ns, "ranker", "VersionPromoted") == []
 
 
 def test_a_modeldeployment_rolls_out_new_versions_canaries_and_rolls_back(env, store, operator, ns) -> None:

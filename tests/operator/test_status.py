@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from recplane.api.common import Condition
 from recplane.operator.status import Verdict, build_status, conditions, event_due, event_type
 
@@ -35,6 +37,15 @@ def test_transition_time_moves_only_for_conditions_that_flip() -> None:
         "Failed": "2026-01-01T00:00:00Z",
     }
     assert event_due(first, done)
+
+
+def test_a_new_phase_under_the_same_reason_is_not_an_event() -> None:
+    pending = build_status(replace(RUNNING, phase="Pending"), {}, None, 1, now="2026-01-01T00:00:00Z")
+    running = build_status(RUNNING, {}, pending, 1, now="2026-01-01T00:01:00Z")
+    assert running["phase"] == "Running"
+    assert not event_due(pending, running)
+    stuck = replace(RUNNING, phase="Pending", reason="ImagePullBackOff", warning=True)
+    assert event_due(running, build_status(stuck, {}, running, 1, now="2026-01-01T00:02:00Z"))
 
 
 def test_failures_and_warnings_become_warning_events() -> None:
