@@ -394,6 +394,17 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)
 
 
+def _by_name(data: pa.Table | pa.RecordBatch) -> dict[str, pa.Array | pa.ChunkedArray]:
+    """The columns of `data` by name, looked up once per batch (Arrow finds a name by a linear search)."""
+    return dict(zip(data.column_names, data.columns, strict=True))
+
+
+def _encode_single(encoder: _SparseEncoder, columns: Sequence[pa.Array], out: np.ndarray, lengths: np.ndarray) -> None:
+    """A single-valued feature: its B ids into `out`, and one id per row into `lengths`."""
+    encoder.encode_into(columns, out)
+    lengths.fill(1)
+
+
 def _run(tasks: Sequence[Callable[[], Any]], pool: ThreadPoolExecutor | None) -> list[Any]:
     """Results of `tasks` in order: run in `pool` when given, else one after another (also when called
     from one of the pool's own threads, which must never wait on the pool)."""
@@ -572,7 +583,8 @@ class FeatureProcessor:
         Large batches encode their features in parallel threads (as many as Arrow's `cpu_count()`, which
         honours OMP_NUM_THREADS); the output is the same whatever the number of threads.
         """
-        columns = {c: self._column(data, c) for c in self.input_columns}
+        present = _by_name(data)
+        columns = {c: self._column(present, c) for c in self.input_columns}
         b = data.num_rows
         pool = _pool() if b >= _PARALLEL_ROWS else None
         multi_hot = [(info, encoder) for info, encoder in self._sparse if info.multi_hot]
@@ -584,7 +596,8 @@ class FeatureProcessor:
         # One allocation for all ids; single-valued features write their B ids in place.
         total = b * (len(self._sparse) - len(multi)) + sum(len(e.ids) for e in multi.values())
         values = np.empty(total, dtype=np.int64)
-        lengths = np.ones(b * len(self._sparse), dtype=np.int32)
+        # Filled by the tasks: the first writes to fresh memory are page faults, spread over the threads.
+        lengths = np.empty(b * len(self._sparse), dtype=np.int32)
         tasks: list[Callable[[], object]] = []
         pos = 0
         for k, (info, encoder) in enumerate(self._sparse):
@@ -594,8 +607,12 @@ class FeatureProcessor:
                 lengths[k * b : (k + 1) * b] = enc.lengths
                 pos += len(enc.ids)
             else:
-                out = values[pos : pos + b]
-                tasks.append(functools.partial(encoder.encode_into, [columns[c] for c in info.columns], out))
+                cols = [columns[c] for c in info.columns]
+                tasks.append(
+                    functools.partial(
+                        _encode_single, encoder, cols, values[pos : pos + b], lengths[k * b : (k + 1) * b]
+                    )
+                )
                 pos += b
         # Dense features into the rows of a [D, B] block (each contiguous), then one transposing copy.
         block = np.empty((len(self._dense), b), dtype=np.float64)
@@ -616,8 +633,10 @@ class FeatureProcessor:
     def sparse_ids(self, data: pa.Table | pa.RecordBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The ids of some sparse features only (flattened for multi-hot), e.g. to measure OOV rates."""
         wanted = [(info, encoder) for info, encoder in self._sparse if info.name in names]
+        present = _by_name(data)
         tasks = [
-            functools.partial(encoder.encode, [self._column(data, c) for c in info.columns]) for info, encoder in wanted
+            functools.partial(encoder.encode, [self._column(present, c) for c in info.columns])
+            for info, encoder in wanted
         ]
         encoded = _run(tasks, _pool() if data.num_rows >= _PARALLEL_ROWS else None)
         return {info.name: enc.ids for (info, _), enc in zip(wanted, encoded, strict=True)}
@@ -635,10 +654,11 @@ class FeatureProcessor:
             arrays[c] = _column_from_rows(rows, c, t)
         return self.transform(pa.table(arrays) if arrays else pa.table({"_": pa.nulls(len(rows))}))
 
-    def _column(self, data: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
-        if name not in data.column_names:
+    def _column(self, present: Mapping[str, pa.Array | pa.ChunkedArray], name: str) -> pa.Array:
+        """Column `name` of the input (`present`: its columns by name), as the kind the features expect."""
+        col = present.get(name)
+        if col is None:
             raise DataError(name, f"column {name!r} is missing from the input; the features need {self.input_columns}")
-        col = data.column(name)
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
         want = self.column_kinds[name]
