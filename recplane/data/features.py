@@ -399,6 +399,11 @@ def _by_name(data: pa.Table | pa.RecordBatch) -> dict[str, pa.Array | pa.Chunked
     return dict(zip(data.column_names, data.columns, strict=True))
 
 
+def _transpose_into(block: np.ndarray, dense: np.ndarray, lo: int, hi: int) -> None:
+    """Rows [lo, hi) of `dense` [B, D] from the columns of `block` [D, B]."""
+    dense[lo:hi] = block[:, lo:hi].T
+
+
 def _encode_single(encoder: _SparseEncoder, columns: Sequence[pa.Array], out: np.ndarray, lengths: np.ndarray) -> None:
     """A single-valued feature: its B ids into `out`, and one id per row into `lengths`."""
     encoder.encode_into(columns, out)
@@ -614,20 +619,24 @@ class FeatureProcessor:
                     )
                 )
                 pos += b
-        # Dense features into the rows of a [D, B] block (each contiguous), then one transposing copy.
+        # Dense features into the rows of a [D, B] block (each contiguous), then transposing copies.
         block = np.empty((len(self._dense), b), dtype=np.float64)
         for j, (_, column, d_encoder) in enumerate(self._dense):
             tasks.append(functools.partial(d_encoder.encode_into, columns[column], block[j]))
-        _run(tasks, pool)
+        labels = functools.partial(self._optional_float, present, self.label_column)
+        weights = functools.partial(self._optional_float, present, self.weight_column)
+        *_, label_values, weight_values = _run([*tasks, labels, weights], pool)
         dense = np.empty((b, len(self._dense)), dtype=np.float32)
-        dense[...] = block.T  # float64 -> float32, rounded as astype does
+        # float64 -> float32, rounded as astype does; in row ranges side by side, once the block is full.
+        ranges = [(r, min(r + _PARALLEL_ROWS, b)) for r in range(0, b, _PARALLEL_ROWS)]
+        _run([functools.partial(_transpose_into, block, dense, lo, hi) for lo, hi in ranges], pool)
         return TransformedBatch(
             keys=[s.name for s, _ in self._sparse],
             values=values,
             lengths=lengths,
             dense=dense,
-            labels=self._optional_float(data, self.label_column),
-            weights=self._optional_float(data, self.weight_column),
+            labels=label_values,
+            weights=weight_values,
         )
 
     def sparse_ids(self, data: pa.Table | pa.RecordBatch, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -670,10 +679,10 @@ class FeatureProcessor:
             raise DataError(name, f"expected {want} values, got {col.type}: {str(e).splitlines()[0]}") from None
 
     @staticmethod
-    def _optional_float(data: pa.Table | pa.RecordBatch, name: str | None) -> np.ndarray | None:
-        if not name or name not in data.column_names:
+    def _optional_float(present: Mapping[str, pa.Array | pa.ChunkedArray], name: str | None) -> np.ndarray | None:
+        col = present.get(name) if name else None
+        if col is None:
             return None
-        col = data.column(name)
         return pc.fill_null(col.cast(pa.float32()), 0.0).to_numpy(zero_copy_only=False).astype(np.float32)
 
     # -- the artifact
