@@ -129,10 +129,6 @@ class Scorer:
         return ["rank", "recall"] if self.loaded.item_index is not None else ["rank"]
 
     # ---- scoring --------------------------------------------------------------------
-    def score_rows(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
-        """Scores [B] (float32) of raw rows: P(label) for ranking models, sigmoid of the logit for recall ones."""
-        return self.score_blocks([RowBlock.of_rows(rows)])[0]
-
     def rank_block(self, request: RankRequest) -> RowBlock:
         """The request's candidate rows (user and context values shared), validated. Raises RequestInvalid."""
         return self.validator.rank_block(request)

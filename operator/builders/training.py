@@ -91,7 +91,7 @@ def build_training(
     spec = pinned_spec("TrainJob", resource.get("spec") or {}, feature_set_version)
     key = run_key("TrainJob", spec, ignore=NOT_IN_RUN_KEY)
     dist = spec.get("distributed") or {}
-    workers = int(dist.get("workers", 1))
+    workers = worker_count(resource)
     procs = int(dist.get("procsPerWorker", 2))
     jname = job_name(name, meta.get("uid"), key, attempt)
     svc = service_name(name)

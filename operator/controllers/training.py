@@ -93,10 +93,10 @@ def _reconcile(ctx: Context, obj: Obj, retry: int, full: bool) -> tuple[Verdict,
     existing = ctx.children("Job", obj)
     attempts = sorted((j for j in existing if j["metadata"]["labels"].get(names.RUN_LABEL) == key), key=_attempt)
     cleanup_superseded(ctx, [j for j in existing if j not in attempts], namespace)
-    if full and attempts and worker_count(obj) > 1:  # and with every new attempt (see _start)
+    workers = worker_count(obj)
+    if full and attempts and workers > 1:  # and with every new attempt (see _start)
         ctx.kube.apply(build_workers_service(obj, ctx.config))
 
-    workers = int((spec.get("distributed") or {}).get("workers", 1))
     max_restarts = int(spec.get("maxRestarts", 3))
     fields["featureSetVersion"] = up.version
 
