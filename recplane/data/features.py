@@ -564,6 +564,11 @@ class FeatureProcessor:
         """The Arrow type raw values of an input column are converted to (the training column's kind)."""
         return _KINDS[self.column_kinds[column]]
 
+    def row_type(self, column: str) -> pa.DataType:
+        """The Arrow type raw row values of `column` convert to: its kind for an input column, float32
+        for a column no feature reads (a label or weight given with the rows)."""
+        return self.column_type(column) if column in self.column_kinds else pa.float32()
+
     @property
     def encoders(self) -> tuple[list[tuple[SparseFeature, _SparseEncoder]], list[tuple[str, str, _DenseEncoder]]]:
         """The per-feature encoders `transform` runs: (sparse feature, encoder) in key order, and
@@ -654,13 +659,8 @@ class FeatureProcessor:
         """The serving path: raw events as dicts (missing keys = missing values) -> model inputs."""
         arrays = {}
         for c in [*self.input_columns, *(x for x in (self.label_column, self.weight_column) if x)]:
-            if c in self.column_kinds:
-                t = self.column_type(c)
-            elif any(c in r for r in rows):
-                t = pa.float32()
-            else:
-                continue
-            arrays[c] = _column_from_rows(rows, c, t)
+            if c in self.column_kinds or any(c in r for r in rows):
+                arrays[c] = _column_from_rows(rows, c, self.row_type(c))
         return self.transform(pa.table(arrays) if arrays else pa.table({"_": pa.nulls(len(rows))}))
 
     def _column(self, present: Mapping[str, pa.Array | pa.ChunkedArray], name: str) -> pa.Array:

@@ -145,9 +145,7 @@ class RowTransform:
         ]
 
     def _types(self, columns: tuple[str, ...]) -> tuple[pa.DataType, ...]:
-        # Every input column has a kind (fitting records them); float32 is transform_rows's choice otherwise.
-        kinds = self.processor.column_kinds
-        return tuple(self.processor.column_type(c) if c in kinds else pa.float32() for c in columns)
+        return tuple(self.processor.row_type(c) for c in columns)
 
     def __call__(self, blocks: Sequence[RowBlock]) -> TransformedBatch:
         """Model inputs for the rows of every block, in order."""
